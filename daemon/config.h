@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * nsresd.conf: INI-style "[Section]" and "Key=Value" lines, '#' and ';'
+ * comments. The main file is read first, then drop-ins
+ * "<main file>.d/NAME.conf" in lexical order, later values overriding earlier.
+ * A missing main file means defaults. Unknown sections or keys and bad values
+ * are errors naming the file and line.
+ */
+
+#include <stdint.h>
+
+typedef enum RestrictionMode {
+        RESTRICTION_ENFORCE,
+        RESTRICTION_PERMISSIVE,
+        RESTRICTION_OFF,
+} RestrictionMode;
+
+typedef struct Config {
+        /* [Allocator] */
+        uint32_t range_start;                   /* 524288 */
+        uint32_t range_end;                     /* 1879048191 */
+        uint32_t single_range_start;            /* 61184 */
+        uint32_t single_range_end;              /* 65519 */
+        unsigned max_namespaces_per_owner;      /* 256 */
+        unsigned max_requests_per_owner;        /* 32 */
+        /* [Delegation] */
+        unsigned max_control_groups;            /* 16 */
+        unsigned max_network_interfaces;        /* 16 */
+        unsigned max_network_interfaces_per_owner; /* 64 */
+        /* [Security] */
+        RestrictionMode restriction;            /* enforce */
+} Config;
+
+void config_defaults(Config *c);
+
+/* Parse `path` and its drop-ins into *c (which holds defaults or earlier
+ * values). On error returns a negative errno and, if ret_error is non-NULL,
+ * a malloc'd message "FILE:LINE: what is wrong". */
+int config_load(Config *c, const char *path, char **ret_error);
+
+/* Parse one file's text; `origin` names it in messages. Pure, for tests. */
+int config_parse_text(Config *c, const char *text, const char *origin, char **ret_error);
+
+/* Cross-field checks (pool bounds and alignment): message in *ret_error. */
+int config_verify(const Config *c, char **ret_error);
+
+const char *restriction_mode_to_string(RestrictionMode m);

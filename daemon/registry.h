@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Persistent state under the state directory (tmpfs /run/nsresd: namespaces
+ * do not outlive a boot):
+ *
+ *   <state>/registry/          0700, one JSON file per namespace
+ *   <state>/registry/quarantine/   corrupt files, moved aside (range kept)
+ *   <state>/index              0644, "uid_start size name" lines for NSS
+ *
+ * A registry file is named "<id>-<uid_start>-<size>.json" so that even a
+ * truncated or corrupt file still says which range it held: that range stays
+ * reserved instead of being handed out again. Every write goes to a temporary
+ * file that is renamed over the old one.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "names.h"
+
+#define NS_HANDLE_MAX 128
+
+typedef enum NsKind {
+        NS_KIND_TRANSIENT,
+        NS_KIND_SELF,
+        NS_KIND_REGISTERED,
+        _NS_KIND_MAX,
+} NsKind;
+
+typedef struct NsEntry {
+        uint64_t id;            /* NS_GET_ID: the key everywhere */
+        uint64_t inode;         /* display only: inode numbers are reused */
+        char name[QUALIFIED_NAME_MAX + 1];
+        uid_t owner;
+        NsKind kind;
+        uint32_t uid_start;     /* transient: first id of the range; self/registered: the owner's uid */
+        uint32_t gid_start;
+        uint32_t size;
+        uint32_t target;        /* first id inside the namespace */
+        bool map_caller;        /* owner's uid/gid also mapped at target + size */
+        uid_t caller_uid;       /* what MAP_CALLER/SELF mapped */
+        gid_t caller_gid;
+        bool pending;           /* maps may be being written: not complete yet */
+        uint64_t created_usec;  /* CLOCK_REALTIME */
+        int handle_type;        /* nsfs file handle, for liveness checks */
+        unsigned handle_len;
+        uint8_t handle[NS_HANDLE_MAX];
+} NsEntry;
+
+const char *ns_kind_to_string(NsKind k);
+NsKind ns_kind_from_string(const char *s);  /* -1 (cast) if unknown */
+
+/* Serialisation, pure. from_json() returns -EBADMSG for anything malformed,
+ * missing or out of range; it never half-fills *ret. */
+int registry_entry_to_json(const NsEntry *e, char **ret);
+int registry_entry_from_json(const char *text, NsEntry *ret);
+
+typedef struct Registry Registry;
+
+/* Creates the directories with the right modes. */
+int registry_open(const char *state_dir, Registry **ret);
+Registry *registry_close(Registry *r);
+
+int registry_save(Registry *r, const NsEntry *e);
+int registry_remove(Registry *r, const NsEntry *e);
+
+/* Load every entry. For each good file `entry` is called; for each corrupt
+ * one, the file is moved to quarantine/ and `corrupt` is called with the range
+ * from its file name (uid_start/size 0 if even the name is unreadable).
+ * Quarantined files from earlier runs are reported through `corrupt` again so
+ * their ranges stay reserved. */
+typedef struct RegistryLoadCallbacks {
+        void (*entry)(const NsEntry *e, void *userdata);
+        void (*corrupt)(const char *file, uint32_t uid_start, uint32_t size, void *userdata);
+} RegistryLoadCallbacks;
+int registry_load(Registry *r, const RegistryLoadCallbacks *cb, void *userdata);
+
+/* Replace the world-readable index atomically. Entries of kind SELF and
+ * REGISTERED are left out (they hand out no ids). */
+int registry_write_index(Registry *r, const NsEntry *const *entries, size_t n);

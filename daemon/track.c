@@ -1,0 +1,449 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <assert.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <limits.h>
+#include <linux/magic.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "track.h"
+#include "userns-track.h"
+#include "userns-track.skel.h"
+#include "util.h"
+
+/* Bump when a map's type, key, value or size changes: libbpf refuses to reuse
+ * an incompatible pin, and a new directory lets the old program run out
+ * while the new one starts clean. */
+#define TRACK_PIN_VERSION "v1"
+
+static const char *const pinned_maps[] = { "tracked", "events", "drops" };
+
+struct Tracker {
+        struct userns_track *skel;
+        struct ring_buffer *ring;
+        sd_event_source *source;
+        tracker_event_cb cb;
+        void *userdata;
+};
+
+static int libbpf_log(enum libbpf_print_level level, const char *format, va_list ap) {
+        char buf[LINE_MAX];
+        size_t n;
+
+        /* libbpf reports every step at info/debug level; only its warnings
+         * (verifier log, refused pins) help someone reading our log. */
+        if (level > LIBBPF_WARN)
+                return 0;
+
+        vsnprintf(buf, sizeof(buf), format, ap);
+        n = strlen(buf);
+        while (n > 0 && buf[n - 1] == '\n')
+                buf[--n] = '\0';
+        log_warning("libbpf: %s", buf);
+        return 0;
+}
+
+static int kallsyms_lookup(const char *symbol, uint64_t *ret_addr) {
+        _cleanup_fclose_ FILE *f = NULL;
+        uint64_t found = 0;
+        char line[512];
+
+        f = fopen("/proc/kallsyms", "re");
+        if (!f)
+                return -errno;
+
+        /* Lines are "<hex address> <type> <name>[\t[module]]". */
+        while (fgets(line, sizeof(line), f)) {
+                unsigned long long addr;
+                char *name, *end;
+
+                name = strchr(line, ' ');
+                if (!name || !name[1] || name[2] != ' ')
+                        continue;
+                name += 3;
+                end = name + strcspn(name, "\t\n");
+                if ((size_t) (end - name) != strlen(symbol) || strncmp(name, symbol, end - name) != 0)
+                        continue;
+
+                errno = 0;
+                addr = strtoull(line, NULL, 16);
+                if (errno != 0)
+                        return -errno;
+                /* kptr_restrict shows zeros to readers without CAP_SYSLOG. */
+                if (addr == 0)
+                        return -EPERM;
+                /* Two static functions of that name: we cannot tell which one
+                 * frees user namespaces. */
+                if (found != 0 && found != addr)
+                        return -ENOTUNIQ;
+                found = addr;
+        }
+        if (ferror(f))
+                return -EIO;
+        if (found == 0)
+                return -ENOENT;
+
+        *ret_addr = found;
+        return 0;
+}
+
+/* Returns 1 and the pin directory if bpf_dir is (or can be created) on a BPF
+ * filesystem, 0 if it is not one. */
+static int pin_dir_prepare(const char *bpf_dir, char **ret_pin_dir) {
+        _cleanup_free_ char *pin_dir = NULL;
+        struct statfs sfs;
+
+        if (statfs(bpf_dir, &sfs) < 0) {
+                _cleanup_free_ char *parent = NULL;
+                char *slash;
+
+                if (errno != ENOENT)
+                        return -errno;
+
+                /* Only create it on bpffs: a directory left on the file
+                 * system underneath would hide the missing mount. */
+                parent = strdup(bpf_dir);
+                if (!parent)
+                        return -ENOMEM;
+                slash = strrchr(parent, '/');
+                if (!slash)
+                        return 0;
+                if (slash == parent)
+                        slash[1] = '\0';
+                else
+                        *slash = '\0';
+                if (statfs(parent, &sfs) < 0)
+                        return errno == ENOENT ? 0 : -errno;
+                if (sfs.f_type != BPF_FS_MAGIC)
+                        return 0;
+                if (mkdir(bpf_dir, 0700) < 0 && errno != EEXIST)
+                        return -errno;
+        } else if (sfs.f_type != BPF_FS_MAGIC)
+                return 0;
+
+        if (asprintf(&pin_dir, "%s/" TRACK_PIN_VERSION, bpf_dir) < 0)
+                return -ENOMEM;
+        if (mkdir(pin_dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+
+        *ret_pin_dir = TAKE_PTR(pin_dir);
+        return 1;
+}
+
+static int map_get_id(int fd, uint32_t *ret_id) {
+        struct bpf_map_info info = {};
+        uint32_t len = sizeof(info);
+        int r;
+
+        r = bpf_obj_get_info_by_fd(fd, &info, &len);
+        if (r < 0)
+                return r;
+        *ret_id = info.id;
+        return 0;
+}
+
+static bool fd_is_bpf_link(int fd) {
+        char path[sizeof("/proc/self/fd/") + 12], target[64];
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                return false;
+        target[n] = '\0';
+        return strcmp(target, "anon_inode:bpf-link") == 0;
+}
+
+/* Returns 1 if <pin_dir>/link is a link whose program feeds exactly the maps
+ * pinned next to it: then that program keeps running and we load nothing. */
+static int pinned_link_usable(const char *pin_dir) {
+        _cleanup_free_ char *link_path = NULL;
+        _cleanup_close_ int link_fd = -1, prog_fd = -1;
+        struct bpf_link_info link_info = {};
+        struct bpf_prog_info prog_info = {};
+        uint32_t map_ids[16], len;
+        int r;
+
+        if (asprintf(&link_path, "%s/link", pin_dir) < 0)
+                return -ENOMEM;
+
+        link_fd = bpf_obj_get(link_path);
+        if (link_fd < 0)
+                return link_fd == -ENOENT ? 0 : link_fd;
+        if (!fd_is_bpf_link(link_fd))
+                return 0;
+
+        len = sizeof(link_info);
+        r = bpf_obj_get_info_by_fd(link_fd, &link_info, &len);
+        if (r < 0)
+                return r;
+        prog_fd = bpf_prog_get_fd_by_id(link_info.prog_id);
+        if (prog_fd < 0)
+                return prog_fd == -ENOENT ? 0 : prog_fd;
+
+        len = sizeof(prog_info);
+        prog_info.nr_map_ids = ELEMENTSOF(map_ids);
+        prog_info.map_ids = (uint64_t) (uintptr_t) map_ids;
+        r = bpf_obj_get_info_by_fd(prog_fd, &prog_info, &len);
+        if (r < 0)
+                return r;
+        if (prog_info.nr_map_ids > ELEMENTSOF(map_ids))
+                return 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(pinned_maps); i++) {
+                _cleanup_free_ char *map_path = NULL;
+                _cleanup_close_ int map_fd = -1;
+                bool used = false;
+                uint32_t id;
+
+                if (asprintf(&map_path, "%s/%s", pin_dir, pinned_maps[i]) < 0)
+                        return -ENOMEM;
+                map_fd = bpf_obj_get(map_path);
+                if (map_fd < 0)
+                        return map_fd == -ENOENT ? 0 : map_fd;
+                r = map_get_id(map_fd, &id);
+                if (r < 0)
+                        return r;
+                for (uint32_t j = 0; j < prog_info.nr_map_ids; j++)
+                        used = used || map_ids[j] == id;
+                if (!used)
+                        return 0;
+        }
+
+        return 1;
+}
+
+static int on_ring_event(void *userdata, void *data, size_t size) {
+        Tracker *t = userdata;
+        struct userns_track_event e;
+
+        if (size < sizeof(e))
+                return 0;
+        memcpy(&e, data, sizeof(e));
+        t->cb(e.ns_id, e.inode, t->userdata);
+        return 0;
+}
+
+static int on_ring_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Tracker *t = userdata;
+        int r;
+
+        (void) s;
+        (void) fd;
+        (void) revents;
+
+        r = ring_buffer__consume(t->ring);
+        if (r < 0)
+                log_warning_errno(r, "Failed to read teardown events: %m");
+        return 0;
+}
+
+static void tracker_freep(Tracker **t) {
+        tracker_free(*t);
+}
+
+int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret) {
+        _cleanup_(tracker_freep) Tracker *t = NULL;
+        _cleanup_free_ char *pin_dir = NULL, *link_path = NULL;
+        struct bpf_program *prog;
+        uint64_t free_user_ns_addr = 0;
+        bool reuse = false;
+        int r;
+
+        assert(event);
+        assert(bpf_dir);
+        assert(cb);
+        assert(ret);
+
+        libbpf_set_print(libbpf_log);
+
+        r = kallsyms_lookup("free_user_ns", &free_user_ns_addr);
+        if (r < 0) {
+                log_debug("Cannot resolve free_user_ns() in /proc/kallsyms: %s", strerror(-r));
+                return r;
+        }
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->cb = cb;
+        t->userdata = userdata;
+
+        t->skel = userns_track__open();
+        if (!t->skel)
+                return -errno;
+        t->skel->rodata->free_user_ns_addr = free_user_ns_addr;
+        prog = t->skel->progs.userns_track_free;
+
+        r = pin_dir_prepare(bpf_dir, &pin_dir);
+        if (r < 0) {
+                log_debug("Failed to prepare '%s' for pinning: %s", bpf_dir, strerror(-r));
+                return r;
+        }
+        if (r == 0)
+                log_warning("'%s' is not on a BPF file system: namespaces destroyed while the service is stopped will only be found by a sweep",
+                            bpf_dir);
+
+        if (pin_dir) {
+                struct bpf_map *maps[] = {
+                        t->skel->maps.tracked,
+                        t->skel->maps.events,
+                        t->skel->maps.drops,
+                };
+
+                static_assert(ELEMENTSOF(maps) == ELEMENTSOF(pinned_maps), "pinned map lists differ");
+                for (size_t i = 0; i < ELEMENTSOF(maps); i++) {
+                        _cleanup_free_ char *path = NULL;
+
+                        if (asprintf(&path, "%s/%s", pin_dir, pinned_maps[i]) < 0)
+                                return -ENOMEM;
+                        /* On load libbpf reuses a compatible pin there and
+                         * pins a new map otherwise. */
+                        r = bpf_map__set_pin_path(maps[i], path);
+                        if (r < 0)
+                                return r;
+                }
+
+                if (asprintf(&link_path, "%s/link", pin_dir) < 0)
+                        return -ENOMEM;
+                r = pinned_link_usable(pin_dir);
+                if (r < 0) {
+                        log_debug("Failed to inspect '%s': %s", link_path, strerror(-r));
+                        return r;
+                }
+                reuse = r > 0;
+                /* A link feeding other maps (pins removed by hand): drop it,
+                 * its program detaches once nothing holds it. */
+                if (!reuse && unlink(link_path) < 0 && errno != ENOENT)
+                        return -errno;
+        }
+
+        /* The pinned program already fills the pinned maps; a second one
+         * would report every event twice. */
+        if (reuse)
+                (void) bpf_program__set_autoload(prog, false);
+
+        r = userns_track__load(t->skel);
+        if (r < 0)
+                return r;
+
+        if (!reuse) {
+                t->skel->links.userns_track_free = bpf_program__attach(prog);
+                if (!t->skel->links.userns_track_free)
+                        return -errno;
+                if (link_path) {
+                        r = bpf_link__pin(t->skel->links.userns_track_free, link_path);
+                        if (r < 0)
+                                log_warning_errno(r, "Failed to pin '%s', events during a restart will be lost: %m",
+                                                  link_path);
+                }
+        }
+
+        t->ring = ring_buffer__new(bpf_map__fd(t->skel->maps.events), on_ring_event, t, NULL);
+        if (!t->ring)
+                return -errno;
+
+        r = sd_event_add_io(event, &t->source, ring_buffer__epoll_fd(t->ring), EPOLLIN, on_ring_io, t);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(t->source, "teardown-events");
+
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+Tracker *tracker_free(Tracker *t) {
+        if (!t)
+                return NULL;
+
+        sd_event_source_disable_unref(t->source);
+        ring_buffer__free(t->ring);
+        /* Closes our link fd only: a pinned link stays attached. */
+        userns_track__destroy(t->skel);
+        free(t);
+        return NULL;
+}
+
+int tracker_add(Tracker *t, uint64_t ns_id) {
+        uint8_t one = 1;
+
+        assert(t);
+
+        return bpf_map_update_elem(bpf_map__fd(t->skel->maps.tracked), &ns_id, &one, BPF_ANY);
+}
+
+int tracker_remove(Tracker *t, uint64_t ns_id) {
+        int r;
+
+        assert(t);
+
+        r = bpf_map_delete_elem(bpf_map__fd(t->skel->maps.tracked), &ns_id);
+        return r == -ENOENT ? 0 : r;
+}
+
+int tracker_drain(Tracker *t) {
+        assert(t);
+
+        return ring_buffer__consume(t->ring);
+}
+
+uint64_t tracker_drops(Tracker *t) {
+        uint32_t zero = 0;
+        uint64_t n = 0;
+
+        assert(t);
+
+        if (bpf_map_lookup_elem(bpf_map__fd(t->skel->maps.drops), &zero, &n) < 0)
+                return 0;
+        return n;
+}
+
+void tracker_reset_drops(Tracker *t) {
+        uint32_t zero = 0;
+        uint64_t n = 0;
+
+        assert(t);
+
+        /* A drop counted between the caller's read and this write is lost;
+         * the sweep the caller runs now covers it anyway. */
+        (void) bpf_map_update_elem(bpf_map__fd(t->skel->maps.drops), &zero, &n, BPF_ANY);
+}
+
+int tracker_unpin(const char *bpf_dir) {
+        _cleanup_free_ char *pin_dir = NULL;
+        const char *names[] = { "link", "tracked", "events", "drops" };
+        int r = 0;
+
+        assert(bpf_dir);
+
+        if (asprintf(&pin_dir, "%s/" TRACK_PIN_VERSION, bpf_dir) < 0)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (asprintf(&path, "%s/%s", pin_dir, names[i]) < 0)
+                        return -ENOMEM;
+                if (unlink(path) < 0 && errno != ENOENT && r == 0)
+                        r = -errno;
+        }
+
+        if (rmdir(pin_dir) < 0 && errno != ENOENT && r == 0)
+                r = -errno;
+        /* Other modules may keep their pins next to ours. */
+        if (rmdir(bpf_dir) < 0 && errno != ENOENT && errno != ENOTEMPTY && r == 0)
+                r = -errno;
+        return r;
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Teardown tracking: a tp_btf program on workqueue_execute_start sees
+ * free_user_ns() run and reports tracked namespaces (and tracked ancestors
+ * freed in the same call) through a ring buffer. Maps, ring buffer, link and
+ * drop counter are pinned under <bpf_dir>/v1 so events that happen while the
+ * daemon restarts are delivered at the next start.
+ *
+ * An event is a trigger, not proof: the daemon checks the namespace's nsfs
+ * handle before releasing anything.
+ */
+
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+typedef struct Tracker Tracker;
+
+typedef void (*tracker_event_cb)(uint64_t ns_id, uint64_t inode, void *userdata);
+
+/* Load (or reuse pinned) programs and maps and attach the ring buffer to the
+ * event loop. A negative errno when BPF is unavailable: the caller falls back
+ * to polling. */
+int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret);
+/* Closes fds and event sources; pins stay. */
+Tracker *tracker_free(Tracker *t);
+
+int tracker_add(Tracker *t, uint64_t ns_id);
+int tracker_remove(Tracker *t, uint64_t ns_id);
+
+/* Deliver every queued event now (at start, events from while we were down). */
+int tracker_drain(Tracker *t);
+
+/* Events lost because the ring buffer was full, since the last reset. */
+uint64_t tracker_drops(Tracker *t);
+void tracker_reset_drops(Tracker *t);
+
+/* Remove all pins under bpf_dir (uninstall, tests). */
+int tracker_unpin(const char *bpf_dir);

@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+
+#include "userns.h"
+#include "util.h"
+
+int userns_get_id(int fd, uint64_t *ret) {
+        uint64_t id = 0;
+
+        if (ioctl(fd, NS_GET_ID, &id) < 0)
+                return -errno;
+        *ret = id;
+        return 0;
+}
+
+int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret) {
+        struct statfs sfs;
+        struct stat st;
+        UsernsInfo info = {};
+        uid_t owner;
+        int type, r;
+
+        /* fstatfs first: nsfs ioctl numbers mean something else to other
+         * files (a tty, a socket), so never ioctl an fd we have not typed. */
+        if (fstatfs(fd, &sfs) < 0)
+                return -errno;
+        if ((unsigned long) sfs.f_type != NSFS_MAGIC)
+                return -EMEDIUMTYPE;
+
+        type = ioctl(fd, NS_GET_NSTYPE);
+        if (type < 0)
+                return -errno;
+        if (type != CLONE_NEWUSER)
+                return -EMEDIUMTYPE;
+
+        if (ioctl(fd, NS_GET_OWNER_UID, &owner) < 0)
+                return -errno;
+
+        _cleanup_close_ int parent = ioctl(fd, NS_GET_PARENT);
+        if (parent < 0)
+                /* EPERM: the parent lies outside our own namespace. */
+                return errno == EPERM ? -ECHILD : -errno;
+        uint64_t actual_parent = 0;
+        r = userns_get_id(parent, &actual_parent);
+        if (r < 0)
+                return r;
+        if (actual_parent != parent_id)
+                return -ECHILD;
+
+        r = userns_get_id(fd, &info.id);
+        if (r < 0)
+                return r;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+
+        struct {
+                struct file_handle fh;
+                uint8_t space[NS_HANDLE_MAX];
+        } h = { .fh.handle_bytes = NS_HANDLE_MAX };
+        int mnt_id;
+        if (name_to_handle_at(fd, "", &h.fh, &mnt_id, AT_EMPTY_PATH) < 0)
+                return -errno;
+
+        info.inode = st.st_ino;
+        info.owner = owner;
+        info.handle_type = h.fh.handle_type;
+        info.handle_len = h.fh.handle_bytes;
+        memcpy(info.handle, h.fh.f_handle, h.fh.handle_bytes);
+        *ret = info;
+        return 0;
+}
+
+int userns_open_handle(int nsfs_fd, int handle_type, const uint8_t *handle, unsigned handle_len) {
+        struct {
+                struct file_handle fh;
+                uint8_t space[NS_HANDLE_MAX];
+        } h;
+        int fd;
+
+        if (handle_len == 0 || handle_len > NS_HANDLE_MAX)
+                return -EINVAL;
+        h.fh.handle_bytes = handle_len;
+        h.fh.handle_type = handle_type;
+        memcpy(h.fh.f_handle, handle, handle_len);
+
+        fd = open_by_handle_at(nsfs_fd, &h.fh, O_RDONLY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+int userns_is_alive(int nsfs_fd, int handle_type, const uint8_t *handle, unsigned handle_len) {
+        int fd = userns_open_handle(nsfs_fd, handle_type, handle, handle_len);
+
+        /* ESTALE is the kernel saying the namespace is gone: the only proof
+         * of death we accept. Anything else leaves the range reserved. */
+        if (fd == -ESTALE)
+                return 0;
+        if (fd < 0)
+                return fd;
+        close(fd);
+        return 1;
+}
+
+static _Noreturn void helper_main(int userns_fd, int sock, pid_t parent, bool stop_before_ready) {
+        char c = 0;
+
+        /* Dies with the daemon; and not dumpable, because after setns() the
+         * caller holds every capability in our user namespace and could
+         * otherwise ptrace us (and this process still carries root's
+         * credentials for DAC checks). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                _exit(EXIT_FAILURE);
+        if (prctl(PR_SET_DUMPABLE, 0) < 0)
+                _exit(EXIT_FAILURE);
+
+        if (dup2(userns_fd, 3) < 0 || dup2(sock, 4) < 0)
+                _exit(EXIT_FAILURE);
+        if (syscall(SYS_close_range, 5, ~0U, 0) < 0)
+                _exit(EXIT_FAILURE);
+
+        if (setns(3, CLONE_NEWUSER) < 0) {
+                int e = errno;
+                (void) !write(4, &e, sizeof(e));
+                _exit(EXIT_FAILURE);
+        }
+        close(3);
+
+        if (stop_before_ready)
+                raise(SIGSTOP);
+
+        if (write(4, &c, 1) != 1)
+                _exit(EXIT_FAILURE);
+        /* Wait for the daemon to be done with our /proc entry. */
+        (void) !read(4, &c, 1);
+        _exit(EXIT_SUCCESS);
+}
+
+int helper_spawn(int userns_fd, bool stop_before_ready, Helper *ret) {
+        int pair[2];
+        pid_t parent = getpid(), pid;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0)
+                return -errno;
+
+        pid = fork();
+        if (pid < 0) {
+                int r = -errno;
+                close(pair[0]);
+                close(pair[1]);
+                return r;
+        }
+        if (pid == 0) {
+                /* The child's end must block: it waits for us to close ours. */
+                int fl = fcntl(pair[1], F_GETFL);
+                if (fl < 0 || fcntl(pair[1], F_SETFL, fl & ~O_NONBLOCK) < 0)
+                        _exit(EXIT_FAILURE);
+                helper_main(userns_fd, pair[1], parent, stop_before_ready);
+        }
+        close(pair[1]);
+
+        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0) {
+                int r = -errno;
+                kill(pid, SIGKILL);
+                close(pair[0]);
+                /* Reaped by nobody else: do it here, it is already dying. */
+                (void) waitpid(pid, NULL, 0);
+                return r;
+        }
+
+        *ret = (Helper) { .pid = pid, .pidfd = pidfd, .sock = pair[0] };
+        return 0;
+}
+
+void helper_kill(Helper *h) {
+        if (h->pidfd >= 0)
+                (void) syscall(SYS_pidfd_send_signal, h->pidfd, SIGKILL, NULL, 0);
+        h->sock = h->sock >= 0 ? (close(h->sock), -1) : -1;
+}
+
+int proc_read_file(int procfd, const char *name, char *buf, size_t size) {
+        _cleanup_close_ int fd = openat(procfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        size_t n = 0;
+
+        if (fd < 0)
+                return -errno;
+        while (n + 1 < size) {
+                ssize_t k = read(fd, buf + n, size - 1 - n);
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                n += k;
+        }
+        if (n + 1 >= size)
+                return -EFBIG;
+        buf[n] = 0;
+        return (int) n;
+}
+
+int proc_write_file(int procfd, const char *name, const char *text) {
+        _cleanup_close_ int fd = openat(procfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        size_t len = strlen(text);
+        ssize_t k;
+
+        if (fd < 0)
+                return -errno;
+        /* The kernel takes a map in exactly one write(). */
+        k = write(fd, text, len);
+        if (k < 0)
+                return -errno;
+        if ((size_t) k != len)
+                return -EIO;
+        return 0;
+}
+
+int map_parse(const char *text, MapExtent *ret, int max) {
+        int n = 0;
+        const char *p = text;
+
+        while (*p) {
+                unsigned long a, b, c;
+                char *end;
+
+                while (*p == ' ' || *p == '\t' || *p == '\n')
+                        p++;
+                if (!*p)
+                        break;
+                if (n >= max)
+                        return -EBADMSG;
+                errno = 0;
+                a = strtoul(p, &end, 10);
+                if (end == p)
+                        return -EBADMSG;
+                p = end;
+                b = strtoul(p, &end, 10);
+                if (end == p)
+                        return -EBADMSG;
+                p = end;
+                c = strtoul(p, &end, 10);
+                if (end == p || errno != 0 || a > UINT32_MAX || b > UINT32_MAX || c > UINT32_MAX)
+                        return -EBADMSG;
+                p = end;
+                ret[n++] = (MapExtent) { .inside = a, .outside = b, .count = c };
+        }
+        return n;
+}

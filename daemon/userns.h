@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The one place where nsresd acts on a client's user namespace: it inspects
+ * a namespace fd by what it is (fstatfs, then nsfs ioctls), proves liveness
+ * through an nsfs file handle, and writes uid_map/gid_map through a helper
+ * process that has joined the namespace.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "registry.h"
+
+/* Not in the 6.1 uapi headers Debian 12 ships; the values are the kernel's ABI. */
+#ifndef NS_GET_ID
+#define NS_GET_ID _IOR(0xb7, 13, uint64_t)
+#endif
+
+typedef struct UsernsInfo {
+        uint64_t id;
+        uint64_t inode;
+        uid_t owner;
+        int handle_type;
+        unsigned handle_len;
+        uint8_t handle[NS_HANDLE_MAX];
+} UsernsInfo;
+
+/* What a namespace fd is. Returns
+ *   0            a user namespace whose parent has id parent_id, *ret filled
+ *   -EMEDIUMTYPE not nsfs, or nsfs but not a user namespace
+ *   -ECHILD      a user namespace, but not a child of parent_id
+ *   other        the failing syscall's errno */
+int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret);
+
+/* NS_GET_ID of an nsfs fd. */
+int userns_get_id(int fd, uint64_t *ret);
+
+/* 1 alive, 0 proven dead (the handle is stale), negative: cannot tell. */
+int userns_is_alive(int nsfs_fd, int handle_type, const uint8_t *handle, unsigned handle_len);
+
+/* Open the namespace behind a handle (for the start-up checks). */
+int userns_open_handle(int nsfs_fd, int handle_type, const uint8_t *handle, unsigned handle_len);
+
+/* A helper is a forked child that closes every fd it does not need, makes
+ * itself undumpable (it will live in the caller's namespace, where the caller
+ * may signal it — and must not be able to trace it), joins the namespace,
+ * writes one byte to its socket and waits for the socket to close. */
+typedef struct Helper {
+        pid_t pid;
+        int pidfd;
+        int sock;       /* our end of the socketpair */
+} Helper;
+
+int helper_spawn(int userns_fd, bool stop_before_ready, Helper *ret);
+/* Kill (SIGKILL) and close. The pidfd child event reaps it. */
+void helper_kill(Helper *h);
+
+/* Maps are read and written through a dirfd of /proc/<helper>, never by a
+ * re-resolved pid. `buf` gets the map as the daemon sees it. */
+int proc_read_file(int procfd, const char *name, char *buf, size_t size);
+int proc_write_file(int procfd, const char *name, const char *text);
+
+/* Parse a uid_map/gid_map text into up to `max` extents: returns the number
+ * of extents or -EBADMSG. */
+typedef struct MapExtent {
+        uint32_t inside;
+        uint32_t outside;
+        uint32_t count;
+} MapExtent;
+int map_parse(const char *text, MapExtent *ret, int max);

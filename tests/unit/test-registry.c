@@ -1,0 +1,581 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <json-c/json.h>
+
+#include "registry.h"
+#include "util.h"
+
+static unsigned failures;
+
+#define CHECK(expr)                                                                     \
+        do {                                                                            \
+                if (!(expr)) {                                                          \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        failures++;                                                     \
+                }                                                                       \
+        } while (0)
+
+/* For checks the rest of a test depends on. */
+#define REQUIRE(expr)                                                                   \
+        do {                                                                            \
+                if (!(expr)) {                                                          \
+                        fprintf(stderr, "%s:%d: required check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        exit(EXIT_FAILURE);                                             \
+                }                                                                       \
+        } while (0)
+
+static char tmp_root[] = "/tmp/test-registry-XXXXXX";
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st;
+        (void) flag;
+        (void) ftw;
+        return remove(path);
+}
+
+static void remove_tree(const char *path) {
+        (void) nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static NsEntry sample_entry(void) {
+        NsEntry e = {
+                .id = UINT64_C(0x8000000000000123),
+                .inode = UINT64_C(4026532999),
+                .name = "1000-sandbox_X",
+                .owner = 1000,
+                .kind = NS_KIND_TRANSIENT,
+                .uid_start = 524288,
+                .gid_start = 524288,
+                .size = 65536,
+                .target = 0,
+                .map_caller = true,
+                .caller_uid = 1000,
+                .caller_gid = 1001,
+                .pending = true,
+                .created_usec = UINT64_C(1735689600123456),
+                .handle_type = 0xf1,
+                .handle_len = 16,
+        };
+
+        for (unsigned i = 0; i < e.handle_len; i++)
+                e.handle[i] = (uint8_t) (i * 17 + 0x0f);
+        e.handle[15] = 0xff;
+        return e;
+}
+
+static bool entries_equal(const NsEntry *a, const NsEntry *b) {
+        return a->id == b->id && a->inode == b->inode && strcmp(a->name, b->name) == 0 && a->owner == b->owner &&
+               a->kind == b->kind && a->uid_start == b->uid_start && a->gid_start == b->gid_start &&
+               a->size == b->size && a->target == b->target && a->map_caller == b->map_caller &&
+               a->caller_uid == b->caller_uid && a->caller_gid == b->caller_gid && a->pending == b->pending &&
+               a->created_usec == b->created_usec && a->handle_type == b->handle_type &&
+               a->handle_len == b->handle_len && memcmp(a->handle, b->handle, a->handle_len) == 0;
+}
+
+/* from_json must fail and leave *ret exactly as it was. */
+static bool rejected(const char *text) {
+        NsEntry e;
+        unsigned char before[sizeof(NsEntry)];
+        int r;
+
+        memset(&e, 0xa5, sizeof(e));
+        memcpy(before, &e, sizeof(e));
+        r = registry_entry_from_json(text, &e);
+        if (r != -EBADMSG) {
+                fprintf(stderr, "accepted (r=%d): %s\n", r, text);
+                return false;
+        }
+        return memcmp(before, &e, sizeof(e)) == 0;
+}
+
+/* The sample document with `key` replaced by `value` (or removed if NULL). */
+static char *with_field(const char *key, struct json_object *value) {
+        NsEntry e = sample_entry();
+        _cleanup_free_ char *text = NULL;
+        struct json_object *root;
+        char *s;
+
+        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        root = json_tokener_parse(text);
+        REQUIRE(root);
+        if (value)
+                json_object_object_add(root, key, value);
+        else
+                json_object_object_del(root, key);
+        s = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+        REQUIRE(s);
+        json_object_put(root);
+        return s;
+}
+
+static void check_field_rejected(const char *key, struct json_object *value) {
+        _cleanup_free_ char *s = with_field(key, value);
+
+        if (!rejected(s)) {
+                fprintf(stderr, "%s:%d: document with bad '%s' accepted\n", __FILE__, __LINE__, key);
+                failures++;
+        }
+}
+
+static void test_json_round_trip(void) {
+        NsEntry e = sample_entry(), back;
+        _cleanup_free_ char *text = NULL;
+
+        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"id\":\"9223372036854776099\""));
+        CHECK(strstr(text, "\"kind\":\"transient\""));
+        CHECK(strstr(text, "\"handle\":\"0f2031425364758697a8b9cadbecfdff\""));
+        CHECK(strstr(text, "\"created_usec\":\"1735689600123456\""));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+
+        /* Every kind, the extremes of each range, and an empty handle. */
+        e.kind = NS_KIND_SELF;
+        e.id = UINT64_MAX;
+        e.inode = 0;
+        e.owner = 4294967294u;
+        e.uid_start = 4294967294u;
+        e.gid_start = 0;
+        e.size = 1;
+        e.target = 4294967294u;
+        e.map_caller = false;
+        e.pending = false;
+        e.created_usec = UINT64_MAX;
+        e.handle_type = -7;
+        e.handle_len = 0;
+        strcpy(e.name, "abcdefghi-ABCDEFGHIJ_012345");
+        CHECK(strlen(e.name) == QUALIFIED_NAME_MAX);
+        free(text);
+        text = NULL;
+        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+
+        e.kind = NS_KIND_REGISTERED;
+        e.handle_len = NS_HANDLE_MAX;
+        memset(e.handle, 0xab, NS_HANDLE_MAX);
+        free(text);
+        text = NULL;
+        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+
+        /* Unknown fields are tolerated (a newer writer), whitespace too. */
+        {
+                _cleanup_free_ char *s = with_field("future_field", json_object_new_int(1));
+                _cleanup_free_ char *padded = NULL;
+
+                CHECK(registry_entry_from_json(s, &back) == 0);
+                REQUIRE(asprintf(&padded, " \n%s \n", s) > 0);
+                CHECK(registry_entry_from_json(padded, &back) == 0);
+        }
+
+        CHECK(strcmp(ns_kind_to_string(NS_KIND_TRANSIENT), "transient") == 0);
+        CHECK(strcmp(ns_kind_to_string(NS_KIND_SELF), "self") == 0);
+        CHECK(strcmp(ns_kind_to_string(NS_KIND_REGISTERED), "registered") == 0);
+        CHECK(ns_kind_to_string(_NS_KIND_MAX) == NULL);
+        CHECK(ns_kind_from_string("self") == NS_KIND_SELF);
+        CHECK(ns_kind_from_string("registered") == NS_KIND_REGISTERED);
+        CHECK(ns_kind_from_string("transient") == NS_KIND_TRANSIENT);
+        CHECK((int) ns_kind_from_string("Transient") == -1);
+        CHECK((int) ns_kind_from_string(NULL) == -1);
+
+        /* An entry we could not read back is refused at write time. */
+        e = sample_entry();
+        e.kind = (NsKind) 9;
+        CHECK(registry_entry_to_json(&e, &text) == -EINVAL);
+        e = sample_entry();
+        strcpy(e.name, "bad name");
+        CHECK(registry_entry_to_json(&e, &text) == -EINVAL);
+}
+
+static void test_json_rejects(void) {
+        static const char *const fields[] = {
+                "id", "inode", "name", "owner", "kind", "uid_start", "gid_start", "size", "target",
+                "map_caller", "caller_uid", "caller_gid", "pending", "created_usec", "handle_type", "handle",
+        };
+        static const char *const numeric[] = {
+                "owner", "uid_start", "gid_start", "size", "target", "caller_uid", "caller_gid", "handle_type",
+        };
+        static const char *const stringy[] = { "id", "inode", "name", "kind", "created_usec", "handle" };
+        NsEntry e = sample_entry();
+        _cleanup_free_ char *text = NULL;
+
+        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+
+        /* Not a document at all, or not all of one. */
+        CHECK(rejected(""));
+        CHECK(rejected("{"));
+        CHECK(rejected("{}"));
+        CHECK(rejected("[]"));
+        CHECK(rejected("null"));
+        CHECK(rejected("42"));
+        CHECK(rejected("\"x\""));
+        for (size_t cut = 1; cut < strlen(text) - 1; cut += 7) {
+                _cleanup_free_ char *truncated = strndup(text, cut);
+
+                REQUIRE(truncated);
+                CHECK(rejected(truncated));
+        }
+        {
+                _cleanup_free_ char *trailing = NULL;
+
+                REQUIRE(asprintf(&trailing, "%s}", text) > 0);
+                CHECK(rejected(trailing));
+                free(trailing);
+                REQUIRE(asprintf(&trailing, "%s%s", text, text) > 0);
+                CHECK(rejected(trailing));
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                check_field_rejected(fields[i], NULL);
+                check_field_rejected(fields[i], json_object_new_array());
+                check_field_rejected(fields[i], json_object_new_object());
+                check_field_rejected(fields[i], json_object_new_null());
+        }
+        for (size_t i = 0; i < ELEMENTSOF(numeric); i++) {
+                check_field_rejected(numeric[i], json_object_new_string("5"));
+                check_field_rejected(numeric[i], json_object_new_double(1.5));
+                check_field_rejected(numeric[i], json_object_new_boolean(true));
+        }
+        for (size_t i = 0; i < ELEMENTSOF(stringy); i++)
+                check_field_rejected(stringy[i], json_object_new_int(5));
+        check_field_rejected("pending", json_object_new_int(1));
+        check_field_rejected("map_caller", json_object_new_string("true"));
+
+        /* Out of range or unknown values. */
+        check_field_rejected("kind", json_object_new_string("bogus"));
+        check_field_rejected("kind", json_object_new_string(""));
+        check_field_rejected("size", json_object_new_int(7));
+        check_field_rejected("size", json_object_new_int(0));
+        check_field_rejected("size", json_object_new_int(65537));
+        check_field_rejected("uid_start", json_object_new_int64(-1));
+        check_field_rejected("uid_start", json_object_new_int64(INT64_C(4294967296)));
+        check_field_rejected("uid_start", json_object_new_int64(INT64_C(4294901761)));
+        check_field_rejected("gid_start", json_object_new_int64(INT64_C(4294967295)));
+        check_field_rejected("target", json_object_new_int64(INT64_C(4294967290)));
+        check_field_rejected("owner", json_object_new_int64(INT64_C(4294967296)));
+        check_field_rejected("owner", json_object_new_uint64(UINT64_MAX));
+        check_field_rejected("caller_gid", json_object_new_int64(-5));
+        check_field_rejected("handle_type", json_object_new_int64(INT64_C(1) << 40));
+        check_field_rejected("id", json_object_new_string("-1"));
+        check_field_rejected("id", json_object_new_string("18446744073709551616"));
+        check_field_rejected("id", json_object_new_string("12a"));
+        check_field_rejected("id", json_object_new_string(" 12"));
+        check_field_rejected("id", json_object_new_string(""));
+        check_field_rejected("inode", json_object_new_string("0x10"));
+        check_field_rejected("created_usec", json_object_new_string("1e6"));
+        check_field_rejected("name", json_object_new_string(""));
+        check_field_rejected("name", json_object_new_string("a b"));
+        check_field_rejected("name", json_object_new_string("../etc"));
+        check_field_rejected("name", json_object_new_string("a\nb"));
+        check_field_rejected("name", json_object_new_string_len("ab\0cd", 5));
+        check_field_rejected("name", json_object_new_string("0123456789012345678901234567"));
+        check_field_rejected("handle", json_object_new_string("abc"));
+        check_field_rejected("handle", json_object_new_string("zz"));
+        check_field_rejected("handle", json_object_new_string("0G"));
+        check_field_rejected("handle", json_object_new_string("AB"));
+        check_field_rejected("handle", json_object_new_string("0x12"));
+        {
+                char longhex[2 * NS_HANDLE_MAX + 3];
+
+                memset(longhex, 'a', sizeof(longhex) - 1);
+                longhex[sizeof(longhex) - 1] = '\0';
+                check_field_rejected("handle", json_object_new_string(longhex));
+        }
+}
+
+/* ---- on disk ------------------------------------------------------------ */
+
+typedef struct Seen {
+        NsEntry entries[16];
+        size_t n_entries;
+        char corrupt_files[16][512];
+        uint32_t corrupt_start[16];
+        uint32_t corrupt_size[16];
+        size_t n_corrupt;
+} Seen;
+
+static void on_entry(const NsEntry *e, void *userdata) {
+        Seen *s = userdata;
+
+        REQUIRE(s->n_entries < ELEMENTSOF(s->entries));
+        s->entries[s->n_entries++] = *e;
+}
+
+static void on_corrupt(const char *file, uint32_t uid_start, uint32_t size, void *userdata) {
+        Seen *s = userdata;
+
+        REQUIRE(s->n_corrupt < ELEMENTSOF(s->corrupt_files));
+        snprintf(s->corrupt_files[s->n_corrupt], sizeof(s->corrupt_files[0]), "%s", file);
+        s->corrupt_start[s->n_corrupt] = uid_start;
+        s->corrupt_size[s->n_corrupt] = size;
+        s->n_corrupt++;
+}
+
+static const RegistryLoadCallbacks callbacks = {
+        .entry = on_entry,
+        .corrupt = on_corrupt,
+};
+
+static const NsEntry *seen_entry(const Seen *s, uint64_t id) {
+        for (size_t i = 0; i < s->n_entries; i++)
+                if (s->entries[i].id == id)
+                        return &s->entries[i];
+        return NULL;
+}
+
+/* The report for a file whose name ends in `name`, or -1. */
+static int seen_corrupt(const Seen *s, const char *name) {
+        for (size_t i = 0; i < s->n_corrupt; i++) {
+                size_t a = strlen(s->corrupt_files[i]), b = strlen(name);
+
+                if (a >= b && strcmp(s->corrupt_files[i] + a - b, name) == 0)
+                        return (int) i;
+        }
+        return -1;
+}
+
+static mode_t mode_of(const char *path) {
+        struct stat st;
+
+        if (lstat(path, &st) < 0)
+                return (mode_t) -1;
+        return st.st_mode & 07777;
+}
+
+static bool exists(const char *path) {
+        return access(path, F_OK) == 0;
+}
+
+static void write_text(const char *path, const char *text) {
+        FILE *f = fopen(path, "we");
+
+        REQUIRE(f);
+        fputs(text, f);
+        REQUIRE(fclose(f) == 0);
+}
+
+static char *read_text(const char *path) {
+        FILE *f = fopen(path, "re");
+        char *buf = NULL;
+        size_t n = 0;
+
+        if (!f)
+                return NULL;
+        if (getdelim(&buf, &n, '\0', f) < 0) {
+                free(buf);
+                buf = strdup("");
+        }
+        fclose(f);
+        return buf;
+}
+
+static char *path_join(const char *a, const char *b) {
+        char *s;
+
+        REQUIRE(asprintf(&s, "%s/%s", a, b) > 0);
+        return s;
+}
+
+static void test_on_disk(void) {
+        _cleanup_free_ char *state = path_join(tmp_root, "run/nsresd");
+        _cleanup_free_ char *regdir = path_join(state, "registry");
+        _cleanup_free_ char *quarantine = path_join(regdir, "quarantine");
+        _cleanup_free_ char *index = path_join(state, "index");
+        NsEntry transient = sample_entry(), pending, self, registered;
+        Registry *reg = NULL;
+        Seen seen = {};
+
+        transient.id = 1000;
+        transient.pending = false;
+        transient.uid_start = transient.gid_start = 589824;
+        strcpy(transient.name, "1000-one");
+
+        pending = sample_entry();       /* id above 2^63, pending */
+        strcpy(pending.name, "1000-two");
+
+        self = sample_entry();
+        self.id = 1002;
+        self.kind = NS_KIND_SELF;
+        self.size = 1;
+        self.uid_start = 1000;
+        self.gid_start = 1001;
+        self.pending = false;
+        self.map_caller = false;
+        strcpy(self.name, "1000-three");
+
+        registered = self;
+        registered.id = 1003;
+        registered.kind = NS_KIND_REGISTERED;
+        strcpy(registered.name, "1000-four");
+
+        /* Created from nothing, nested. */
+        umask(077);
+        REQUIRE(registry_open(state, &reg) == 0);
+        CHECK(mode_of(state) == 0755 || mode_of(state) == 0700);
+        CHECK(mode_of(regdir) == 0700);
+        CHECK(mode_of(quarantine) == 0700);
+
+        REQUIRE(registry_save(reg, &transient) == 0);
+        REQUIRE(registry_save(reg, &pending) == 0);
+        REQUIRE(registry_save(reg, &self) == 0);
+        REQUIRE(registry_save(reg, &registered) == 0);
+        /* Saving again replaces the file. */
+        transient.created_usec = 42;
+        REQUIRE(registry_save(reg, &transient) == 0);
+        {
+                _cleanup_free_ char *p = path_join(regdir, "1000-589824-65536.json");
+                _cleanup_free_ char *p2 = path_join(regdir, "9223372036854776099-524288-65536.json");
+                _cleanup_free_ char *p3 = path_join(regdir, "1002-1000-1.json");
+                _cleanup_free_ char *tmp = path_join(regdir, "1000-589824-65536.json.tmp");
+
+                CHECK(exists(p));
+                CHECK(exists(p2));
+                CHECK(exists(p3));
+                CHECK(!exists(tmp));
+                CHECK(mode_of(p) == 0600);
+        }
+
+        /* The NSS index: transient entries only, world-readable despite the umask. */
+        {
+                const NsEntry *list[] = { &transient, &self, &registered, &pending };
+                _cleanup_free_ char *content = NULL;
+                _cleanup_free_ char *tmp = path_join(state, "index.tmp");
+
+                REQUIRE(registry_write_index(reg, list, ELEMENTSOF(list)) == 0);
+                content = read_text(index);
+                REQUIRE(content);
+                CHECK(strcmp(content, "589824 65536 1000-one\n524288 65536 1000-two\n") == 0);
+                CHECK(mode_of(index) == 0644);
+                CHECK(!exists(tmp));
+
+                free(content);
+                REQUIRE(registry_write_index(reg, list, 0) == 0);
+                content = read_text(index);
+                REQUIRE(content);
+                CHECK(strcmp(content, "") == 0);
+                CHECK(mode_of(index) == 0644);
+        }
+        reg = registry_close(reg);
+        CHECK(reg == NULL);
+
+        /* Damage: a crash's leftover, garbage, a truncated file, a file whose
+         * content disagrees with its name, a name we cannot parse. */
+        {
+                _cleanup_free_ char *good = NULL;
+                _cleanup_free_ char *stale = path_join(regdir, "1004-655360-65536.json.tmp");
+                _cleanup_free_ char *garbage = path_join(regdir, "1005-720896-65536.json");
+                _cleanup_free_ char *truncated = path_join(regdir, "1006-786432-65536.json");
+                _cleanup_free_ char *mismatch = path_join(regdir, "1007-851968-65536.json");
+                _cleanup_free_ char *noname = path_join(regdir, "garbage.json");
+                NsEntry t = transient;
+
+                write_text(stale, "{\"id\":");
+                write_text(garbage, "this is not json\n");
+                t.id = 1006;
+                t.uid_start = t.gid_start = 786432;
+                REQUIRE(registry_entry_to_json(&t, &good) == 0);
+                good[strlen(good) / 2] = '\0';
+                write_text(truncated, good);
+                free(good);
+                t.id = 1008;    /* name says 1007 */
+                t.uid_start = t.gid_start = 851968;
+                REQUIRE(registry_entry_to_json(&t, &good) == 0);
+                write_text(mismatch, good);
+                write_text(noname, "{}");
+        }
+
+        /* An existing registry directory with a lax mode is fixed. */
+        REQUIRE(chmod(regdir, 0755) == 0);
+        REQUIRE(registry_open(state, &reg) == 0);
+        CHECK(mode_of(regdir) == 0700);
+
+        REQUIRE(registry_load(reg, &callbacks, &seen) == 0);
+        CHECK(seen.n_entries == 4);
+        {
+                const NsEntry *e = seen_entry(&seen, 1000);
+
+                CHECK(e && entries_equal(e, &transient) && !e->pending);
+                e = seen_entry(&seen, UINT64_C(0x8000000000000123));
+                CHECK(e && entries_equal(e, &pending) && e->pending);
+                e = seen_entry(&seen, 1002);
+                CHECK(e && entries_equal(e, &self));
+                e = seen_entry(&seen, 1003);
+                CHECK(e && entries_equal(e, &registered));
+        }
+        CHECK(seen.n_corrupt == 4);
+        {
+                int i;
+
+                i = seen_corrupt(&seen, "/registry/quarantine/1005-720896-65536.json");
+                CHECK(i >= 0 && seen.corrupt_start[i] == 720896 && seen.corrupt_size[i] == 65536);
+                i = seen_corrupt(&seen, "/registry/quarantine/1006-786432-65536.json");
+                CHECK(i >= 0 && seen.corrupt_start[i] == 786432 && seen.corrupt_size[i] == 65536);
+                i = seen_corrupt(&seen, "/registry/quarantine/1007-851968-65536.json");
+                CHECK(i >= 0 && seen.corrupt_start[i] == 851968 && seen.corrupt_size[i] == 65536);
+                i = seen_corrupt(&seen, "/registry/quarantine/garbage.json");
+                CHECK(i >= 0 && seen.corrupt_start[i] == 0 && seen.corrupt_size[i] == 0);
+                CHECK(seen_corrupt(&seen, "1004-655360-65536.json.tmp") < 0);
+        }
+        {
+                _cleanup_free_ char *stale = path_join(regdir, "1004-655360-65536.json.tmp");
+                _cleanup_free_ char *moved = path_join(quarantine, "1005-720896-65536.json");
+                _cleanup_free_ char *gone = path_join(regdir, "1005-720896-65536.json");
+                _cleanup_free_ char *moved2 = path_join(quarantine, "1006-786432-65536.json");
+
+                CHECK(!exists(stale));
+                CHECK(exists(moved));
+                CHECK(!exists(gone));
+                CHECK(exists(moved2));
+        }
+
+        /* Next start: the quarantined ranges are reported again, good entries still load. */
+        memset(&seen, 0, sizeof(seen));
+        REQUIRE(registry_load(reg, &callbacks, &seen) == 0);
+        CHECK(seen.n_entries == 4);
+        CHECK(seen.n_corrupt == 4);
+        {
+                int i = seen_corrupt(&seen, "/registry/quarantine/1006-786432-65536.json");
+
+                CHECK(i >= 0 && seen.corrupt_start[i] == 786432 && seen.corrupt_size[i] == 65536);
+        }
+
+        /* Removal, twice: the second finds nothing and is fine. */
+        CHECK(registry_remove(reg, &transient) == 0);
+        CHECK(registry_remove(reg, &transient) == 0);
+        memset(&seen, 0, sizeof(seen));
+        REQUIRE(registry_load(reg, &callbacks, &seen) == 0);
+        CHECK(seen.n_entries == 3);
+        CHECK(!seen_entry(&seen, 1000));
+
+        /* Callbacks are optional. */
+        CHECK(registry_load(reg, &(RegistryLoadCallbacks) {}, NULL) == 0);
+        CHECK(registry_load(reg, NULL, NULL) == 0);
+
+        registry_close(reg);
+}
+
+int main(void) {
+        REQUIRE(mkdtemp(tmp_root));
+
+        test_json_round_trip();
+        test_json_rejects();
+        test_on_disk();
+
+        remove_tree(tmp_root);
+        if (failures > 0) {
+                fprintf(stderr, "%u check(s) failed\n", failures);
+                return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+}
