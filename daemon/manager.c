@@ -54,10 +54,11 @@
 #define BACKSTOP_SWEEP_USEC (60ULL * 1000000ULL)
 #define CLAIMS_REFRESH_USEC (60ULL * 1000000ULL)
 #define INDEX_DELAY_USEC (20ULL * 1000ULL)
-/* After an event for a namespace that still opens, look again: its parent
- * may be freed moments after the event for a child. */
-#define RECHECK_USEC (25ULL * 1000ULL)
-#define RECHECK_TRIES 40u
+/* The event fires as free_user_ns() starts; the handle goes stale a moment
+ * later, and a parent freed in the same call later still. A namespace that
+ * still opens is polled briefly instead of trusting the event. */
+#define RECHECK_USEC (2ULL * 1000ULL)
+#define RECHECK_TRIES 500u
 
 typedef struct Namespace {
         Manager *manager;

@@ -4,7 +4,6 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
-#include <limits.h>
 #include <linux/magic.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -39,7 +38,7 @@ struct Tracker {
 };
 
 static int libbpf_log(enum libbpf_print_level level, const char *format, va_list ap) {
-        char buf[LINE_MAX];
+        _cleanup_free_ char *msg = NULL;
         size_t n;
 
         /* libbpf reports every step at info/debug level; only its warnings
@@ -47,34 +46,40 @@ static int libbpf_log(enum libbpf_print_level level, const char *format, va_list
         if (level > LIBBPF_WARN)
                 return 0;
 
-        vsnprintf(buf, sizeof(buf), format, ap);
-        n = strlen(buf);
-        while (n > 0 && buf[n - 1] == '\n')
-                buf[--n] = '\0';
-        log_warning("libbpf: %s", buf);
+        /* Not a fixed buffer: a verifier log runs to kilobytes and its end
+         * says what was refused. */
+        if (vasprintf(&msg, format, ap) < 0)
+                return 0;
+        n = strlen(msg);
+        while (n > 0 && msg[n - 1] == '\n')
+                msg[--n] = '\0';
+        log_warning("libbpf: %s", msg);
         return 0;
 }
 
 static int kallsyms_lookup(const char *symbol, uint64_t *ret_addr) {
         _cleanup_fclose_ FILE *f = NULL;
-        uint64_t found = 0;
-        char line[512];
+        size_t len = strlen(symbol);
+        /* Room for a KSYM_NAME_LEN (512) name, its address and module. */
+        char line[1024];
 
         f = fopen("/proc/kallsyms", "re");
         if (!f)
                 return -errno;
 
-        /* Lines are "<hex address> <type> <name>[\t[module]]". */
+        /* Lines are "<hex address> <type> <name>[\t[module]]". The core
+         * kernel comes first, so a module's static function of the same name
+         * cannot shadow it, and stopping at the first match saves reading
+         * the rest (most of the cost is the kernel formatting it). */
         while (fgets(line, sizeof(line), f)) {
                 unsigned long long addr;
-                char *name, *end;
+                char *name;
 
                 name = strchr(line, ' ');
                 if (!name || !name[1] || name[2] != ' ')
                         continue;
                 name += 3;
-                end = name + strcspn(name, "\t\n");
-                if ((size_t) (end - name) != strlen(symbol) || strncmp(name, symbol, end - name) != 0)
+                if (strncmp(name, symbol, len) != 0 || (name[len] != '\n' && name[len] != '\t' && name[len] != '\0'))
                         continue;
 
                 errno = 0;
@@ -84,19 +89,12 @@ static int kallsyms_lookup(const char *symbol, uint64_t *ret_addr) {
                 /* kptr_restrict shows zeros to readers without CAP_SYSLOG. */
                 if (addr == 0)
                         return -EPERM;
-                /* Two static functions of that name: we cannot tell which one
-                 * frees user namespaces. */
-                if (found != 0 && found != addr)
-                        return -ENOTUNIQ;
-                found = addr;
-        }
-        if (ferror(f))
-                return -EIO;
-        if (found == 0)
-                return -ENOENT;
 
-        *ret_addr = found;
-        return 0;
+                *ret_addr = addr;
+                return 0;
+        }
+
+        return ferror(f) ? -EIO : -ENOENT;
 }
 
 /* Returns 1 and the pin directory if bpf_dir is (or can be created) on a BPF
@@ -240,13 +238,16 @@ static int on_ring_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         Tracker *t = userdata;
         int r;
 
-        (void) s;
         (void) fd;
         (void) revents;
 
         r = ring_buffer__consume(t->ring);
-        if (r < 0)
-                log_warning_errno(r, "Failed to read teardown events: %m");
+        if (r < 0) {
+                /* The ring stays readable, so retrying would spin; the
+                 * periodic sweep still finds every dead namespace. */
+                log_warning_errno(r, "Failed to read teardown events, relying on the periodic sweep: %m");
+                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        }
         return 0;
 }
 
@@ -270,10 +271,8 @@ int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void
         libbpf_set_print(libbpf_log);
 
         r = kallsyms_lookup("free_user_ns", &free_user_ns_addr);
-        if (r < 0) {
-                log_debug("Cannot resolve free_user_ns() in /proc/kallsyms: %s", strerror(-r));
-                return r;
-        }
+        if (r < 0)
+                return log_full_errno(LOG_DEBUG, r, "Cannot resolve free_user_ns() in /proc/kallsyms: %m");
 
         t = calloc(1, sizeof(*t));
         if (!t)
@@ -288,10 +287,8 @@ int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void
         prog = t->skel->progs.userns_track_free;
 
         r = pin_dir_prepare(bpf_dir, &pin_dir);
-        if (r < 0) {
-                log_debug("Failed to prepare '%s' for pinning: %s", bpf_dir, strerror(-r));
-                return r;
-        }
+        if (r < 0)
+                return log_full_errno(LOG_DEBUG, r, "Failed to prepare '%s' for pinning: %m", bpf_dir);
         if (r == 0)
                 log_warning("'%s' is not on a BPF file system: namespaces destroyed while the service is stopped will only be found by a sweep",
                             bpf_dir);
@@ -319,10 +316,8 @@ int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void
                 if (asprintf(&link_path, "%s/link", pin_dir) < 0)
                         return -ENOMEM;
                 r = pinned_link_usable(pin_dir);
-                if (r < 0) {
-                        log_debug("Failed to inspect '%s': %s", link_path, strerror(-r));
-                        return r;
-                }
+                if (r < 0)
+                        return log_full_errno(LOG_DEBUG, r, "Failed to inspect '%s': %m", link_path);
                 reuse = r > 0;
                 /* A link feeding other maps (pins removed by hand): drop it,
                  * its program detaches once nothing holds it. */

@@ -409,6 +409,38 @@ static void test_event_kept_across_restart(sd_event *e) {
         tracker_free(t);
 }
 
+static void test_stale_link_replaced(sd_event *e) {
+        _cleanup_free_ char *tracked_path = NULL;
+        uint32_t link_id;
+        Tracker *t = NULL;
+        Seen seen = {};
+        Holder h;
+
+        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        tracker_free(t);
+        link_id = pinned_link_id();
+
+        /* The pinned program would keep filling a map nobody can reach: the
+         * next open must load and pin a new one for the new map. */
+        CHECK(asprintf(&tracked_path, "%s/v1/tracked", bpf_dir) >= 0);
+        CHECK(unlink(tracked_path) == 0);
+        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK(pinned_link_id() != link_id);
+        CHECK(access(tracked_path, F_OK) == 0);
+
+        holder_start(&h, NULL);
+        CHECK_EQ(tracker_add(t, h.ns_id), 0);
+        holder_stop(&h);
+        run_until_seen(e, &seen, h.ns_id);
+        /* One program attached, one event. */
+        run_for(e, QUIET_USEC);
+        CHECK_EQ(seen.n, 1);
+
+        CHECK_EQ(tracker_remove(t, h.ns_id), 0);
+        holder_done(&h);
+        tracker_free(t);
+}
+
 static void test_ancestor_reported(sd_event *e) {
         Holder outer, inner;
         Tracker *t = NULL;
@@ -466,6 +498,12 @@ static void test_without_bpffs(sd_event *e) {
         CHECK(rmdir(dir) == 0);
 }
 
+/* A failed check exits: leave no pins (and so no attached program) behind. */
+static void cleanup_pins(void) {
+        (void) tracker_unpin(bpf_dir);
+        (void) rmdir(bpf_root);
+}
+
 int main(void) {
         sd_event *e = NULL;
         struct statfs sfs;
@@ -487,6 +525,7 @@ int main(void) {
         CHECK(mkdtemp(bpf_root));
         /* Not there yet: tracker_open creates it. */
         snprintf(bpf_dir, sizeof(bpf_dir), "%s/nsresd", bpf_root);
+        CHECK(atexit(cleanup_pins) == 0);
 
         /* Namespace holders whose parent exits are reparented to us. */
         CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
@@ -495,8 +534,6 @@ int main(void) {
         r = tracker_open(e, bpf_dir, on_event, &seen, &t);
         if (r == -ENOENT || r == -EPERM) {
                 printf("# skipped: BPF teardown tracking unavailable: %s\n", strerror(-r));
-                (void) tracker_unpin(bpf_dir);
-                (void) rmdir(bpf_root);
                 return 77;
         }
         CHECK_EQ(r, 0);
@@ -505,6 +542,7 @@ int main(void) {
         RUN_TEST_LOOP(e, test_tracked_namespace_reported);
         RUN_TEST_LOOP(e, test_untracked_namespace_silent);
         RUN_TEST_LOOP(e, test_event_kept_across_restart);
+        RUN_TEST_LOOP(e, test_stale_link_replaced);
         RUN_TEST_LOOP(e, test_ancestor_reported);
         RUN_TEST_LOOP(e, test_without_bpffs);
 
