@@ -1334,9 +1334,35 @@ static void on_registry_corrupt(const char *file, uint32_t uid_start, uint32_t s
                   file, uid_start, size);
 }
 
+/* Did the maps of this namespace get written by us? Only then does the range
+ * carry ids that are in use; an entry whose maps show none of its ids was
+ * never mapped and can be released. Negative: cannot tell. */
+static int pending_was_mapped(Manager *m, const NsEntry *e) {
+        char uid_map[512], gid_map[512];
+        MapExtent ext[8];
+        int fd, n, r;
+
+        fd = userns_open_handle(m->nsfs_fd, e->handle_type, e->handle, e->handle_len);
+        if (fd < 0)
+                return fd;
+        r = userns_read_maps(fd, 1000000, uid_map, gid_map, sizeof(uid_map));
+        close(fd);
+        if (r < 0)
+                return r;
+
+        n = map_parse(uid_map, ext, (int) ELEMENTSOF(ext));
+        if (n < 0)
+                return n;
+        for (int i = 0; i < n; i++)
+                if (ext[i].outside == e->uid_start && ext[i].count == e->size)
+                        return 1;
+        /* No uid map of ours; a gid_map is only written after it. */
+        return 0;
+}
+
 /* Entries found pending were interrupted between "pending" and "complete".
- * Alive ones may have maps written: they keep their range (and are now
- * ordinary entries); dead ones are released by the sweep that follows. */
+ * The same rule as for a failing call: whatever carries our map keeps its
+ * range until it is proven dead, whatever does not is released. */
 static void finish_pending(Manager *m) {
         _cleanup_free_ Namespace **list = NULL;
         size_t n;
@@ -1349,15 +1375,24 @@ static void finish_pending(Manager *m) {
 
                 if (!ns->e.pending)
                         continue;
-                if (namespace_check(m, ns) == 0) {
+                r = pending_was_mapped(m, &ns->e);
+                if (r == -ESTALE) {
                         namespace_release(m, ns, "interrupted allocation, namespace gone");
                         continue;
                 }
+                if (r == 0) {
+                        namespace_release(m, ns, "interrupted allocation, no map was written");
+                        continue;
+                }
+                if (r < 0)
+                        log_warning_errno(r, "Cannot read the maps of interrupted allocation '%s', keeping its range: %m",
+                                          ns->e.name);
+                else
+                        log_notice("Interrupted allocation of '%s' completed: its map is in place", ns->e.name);
                 ns->e.pending = false;
                 r = registry_save(m->registry, &ns->e);
                 if (r < 0)
                         log_warning_errno(r, "Failed to complete registry entry '%s': %m", ns->e.name);
-                log_notice("Interrupted allocation of '%s' kept: the namespace lives and may carry the map", ns->e.name);
         }
 }
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -188,6 +189,39 @@ void helper_kill(Helper *h) {
         if (h->pidfd >= 0)
                 (void) syscall(SYS_pidfd_send_signal, h->pidfd, SIGKILL, NULL, 0);
         h->sock = h->sock >= 0 ? (close(h->sock), -1) : -1;
+}
+
+int userns_read_maps(int userns_fd, uint64_t timeout_usec, char *uid_map, char *gid_map, size_t size) {
+        Helper h;
+        struct pollfd p;
+        char path[32], c;
+        int r;
+
+        r = helper_spawn(userns_fd, false, &h);
+        if (r < 0)
+                return r;
+
+        p = (struct pollfd) { .fd = h.sock, .events = POLLIN };
+        r = poll(&p, 1, (int) (timeout_usec / 1000));
+        if (r == 0)
+                r = -ETIMEDOUT;
+        else if (r > 0)
+                r = recv(h.sock, &c, 1, MSG_DONTWAIT) == 1 ? 0 : -EIO;
+        else
+                r = -errno;
+
+        if (r >= 0) {
+                snprintf(path, sizeof(path), "/proc/%d", (int) h.pid);
+                _cleanup_close_ int procfd = open(path, O_DIRECTORY | O_CLOEXEC | O_PATH);
+                r = procfd < 0 ? -errno : proc_read_file(procfd, "uid_map", uid_map, size);
+                if (r >= 0)
+                        r = proc_read_file(procfd, "gid_map", gid_map, size);
+        }
+
+        helper_kill(&h);
+        (void) waitpid(h.pid, NULL, 0);
+        close(h.pidfd);
+        return r < 0 ? r : 0;
 }
 
 int proc_read_file(int procfd, const char *name, char *buf, size_t size) {

@@ -58,6 +58,10 @@ int helper_spawn(int userns_fd, bool stop_before_ready, Helper *ret);
 /* Kill (SIGKILL) and close. The pidfd child event reaps it. */
 void helper_kill(Helper *h);
 
+/* Read uid_map and gid_map of a namespace synchronously, through a helper
+ * waited for at most timeout_usec (for start-up, where no request waits). */
+int userns_read_maps(int userns_fd, uint64_t timeout_usec, char *uid_map, char *gid_map, size_t size);
+
 /* Maps are read and written through a dirfd of /proc/<helper>, never by a
  * re-resolved pid. `buf` gets the map as the daemon sees it. */
 int proc_read_file(int procfd, const char *name, char *buf, size_t size);
