@@ -1,0 +1,778 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * End-to-end benchmark client for nsresd. It talks to the daemon over the
+ * system bus (DBUS_SYSTEM_BUS_ADDRESS honoured) exactly as any unprivileged
+ * client would: it creates a fresh, empty user namespace, passes its fd to
+ * AllocateUserRange and closes it again, so the namespace dies and the daemon
+ * has to free the range.
+ *
+ *   nsres-bench latency N             N sequential calls
+ *   nsres-bench throughput N C        N calls spread over C clients
+ *   nsres-bench teardown N            last process exit → UserNamespaceRemoved
+ *   nsres-bench newuidmap N UID GID   the setuid helpers, for comparison
+ *
+ * One JSON object per run goes to stdout; D-Bus errors are counted and the
+ * first few are printed to stderr.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <systemd/sd-bus.h>
+
+#define NSRES_SERVICE "org.freedesktop.NamespaceResource1"
+#define NSRES_PATH "/org/freedesktop/NamespaceResource1"
+#define NSRES_MANAGER "org.freedesktop.NamespaceResource1.Manager"
+
+#define RANGE_SIZE UINT32_C(65536)
+#define CALL_TIMEOUT_USEC (10 * UINT64_C(1000000))
+#define TEARDOWN_TIMEOUT_NSEC (5 * INT64_C(1000000000))
+#define ERRORS_SHOWN 5
+#define MAX_CALLS 1000000u
+#define MAX_CLIENTS 256u
+/* Enough for the child that only opens /proc/self/ns/user and exits. */
+#define CHILD_STACK_SIZE (64 * 1024)
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+static const char *arg_prefix = "b";
+static bool arg_samples = false;
+static atomic_uint errors_shown;
+
+static int64_t now_nsec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
+}
+
+static double nsec_to_ms(int64_t nsec) {
+        return (double) nsec / 1e6;
+}
+
+static void closep(int *fd) {
+        if (*fd >= 0)
+                (void) close(*fd);
+}
+
+static int safe_close(int fd) {
+        if (fd >= 0)
+                (void) close(fd);
+        return -EBADF;
+}
+
+static void freep(void *p) {
+        free(*(void **) p);
+}
+
+static void report_error(const char *what, const char *name, const sd_bus_error *error, int r) {
+        unsigned n = atomic_fetch_add(&errors_shown, 1);
+
+        if (n < ERRORS_SHOWN)
+                fprintf(stderr, "%s '%s' failed: %s: %s\n", what, name,
+                        error && error->name ? error->name : "errno",
+                        error && error->message ? error->message : strerror(-r));
+        else if (n == ERRORS_SHOWN)
+                fprintf(stderr, "(further errors are counted, not shown)\n");
+}
+
+/* ---- user namespaces ---------------------------------------------------- */
+
+struct userns_child {
+        int fd;
+        int error;
+};
+
+static int userns_child_main(void *userdata) {
+        struct userns_child *c = userdata;
+        int fd;
+
+        /* CLONE_FILES: the fd lands in the parent's table; CLONE_VM: so does
+         * the result. The parent is suspended (CLONE_VFORK) until we exit. */
+        fd = open("/proc/self/ns/user", O_RDONLY|O_CLOEXEC);
+        if (fd < 0)
+                c->error = errno;
+        else
+                c->fd = fd;
+        _exit(0);
+}
+
+/* A new empty user namespace, held only by the returned fd. Cheaper than
+ * fork()+unshare(): the child shares memory and fd table, so the fd needs no
+ * passing back and nothing is copied. It runs on a buffer in this frame, which
+ * is safe because CLONE_VFORK suspends us until the child has exited. */
+static int userns_new(int *ret_fd) {
+        _Alignas(16) char stack[CHILD_STACK_SIZE];
+        struct userns_child c = { .fd = -1 };
+        pid_t pid;
+
+        pid = clone(userns_child_main, stack + sizeof(stack),
+                    CLONE_VM|CLONE_VFORK|CLONE_FILES|CLONE_NEWUSER|SIGCHLD, &c);
+        if (pid < 0)
+                return -errno;
+        while (waitpid(pid, NULL, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (c.fd < 0)
+                return -(c.error ?: EIO);
+
+        *ret_fd = c.fd;
+        return 0;
+}
+
+/* ---- the call ----------------------------------------------------------- */
+
+/* Returns 1 on success, 0 on a D-Bus error (counted by the caller), negative
+ * errno when the client itself failed. Only sd_bus_call() is timed. The
+ * message holds its own copy of the fd; it is released before returning, so
+ * once the caller closes userns_fd nothing keeps the namespace alive. */
+static int allocate(sd_bus *bus, const char *name, int userns_fd, int64_t *ret_nsec, char **ret_path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *path, *final_name;
+        uint32_t uid_start, gid_start;
+        int64_t t0, t1;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, NSRES_SERVICE, NSRES_PATH, NSRES_MANAGER,
+                                           "AllocateUserRange");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "suuht", name, RANGE_SIZE, UINT32_C(0), userns_fd, UINT64_C(0));
+        if (r < 0)
+                return r;
+
+        t0 = now_nsec();
+        r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, &reply);
+        t1 = now_nsec();
+        if (r < 0) {
+                if (!sd_bus_error_is_set(&error))
+                        return r;
+                report_error("AllocateUserRange", name, &error, r);
+                return 0;
+        }
+
+        r = sd_bus_message_read(reply, "osuu", &path, &final_name, &uid_start, &gid_start);
+        if (r < 0)
+                return r;
+
+        if (ret_path) {
+                *ret_path = strdup(path);
+                if (!*ret_path)
+                        return -ENOMEM;
+        }
+        *ret_nsec = t1 - t0;
+        return 1;
+}
+
+/* ---- statistics --------------------------------------------------------- */
+
+static int compare_int64(const void *a, const void *b) {
+        int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+
+        return (x > y) - (x < y);
+}
+
+struct stats {
+        double median_ms, p99_ms, mean_ms, min_ms, max_ms;
+};
+
+/* Sorts samples in place. p99 is the nearest-rank value: the smallest sample
+ * that at least 99% of the samples do not exceed. */
+static bool stats_compute(int64_t *samples, size_t n, struct stats *ret) {
+        double sum = 0;
+        size_t rank;
+
+        if (n == 0)
+                return false;
+
+        qsort(samples, n, sizeof(int64_t), compare_int64);
+        for (size_t i = 0; i < n; i++)
+                sum += (double) samples[i];
+
+        rank = (size_t) ceil(0.99 * (double) n);
+        *ret = (struct stats) {
+                .median_ms = n % 2 ? nsec_to_ms(samples[n / 2])
+                                   : (nsec_to_ms(samples[n / 2 - 1]) + nsec_to_ms(samples[n / 2])) / 2,
+                .p99_ms = nsec_to_ms(samples[rank - 1]),
+                .mean_ms = sum / (double) n / 1e6,
+                .min_ms = nsec_to_ms(samples[0]),
+                .max_ms = nsec_to_ms(samples[n - 1]),
+        };
+        return true;
+}
+
+static void print_stats_fields(int64_t *samples, size_t n) {
+        struct stats s;
+
+        if (!stats_compute(samples, n, &s)) {
+                printf("\"median_ms\":null,\"p99_ms\":null,\"mean_ms\":null,\"min_ms\":null,\"max_ms\":null");
+                return;
+        }
+        printf("\"median_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f",
+               s.median_ms, s.p99_ms, s.mean_ms, s.min_ms, s.max_ms);
+        if (arg_samples) {
+                printf(",\"samples_ms\":[");
+                for (size_t i = 0; i < n; i++)
+                        printf("%s%.4f", i > 0 ? "," : "", nsec_to_ms(samples[i]));
+                printf("]");
+        }
+}
+
+/* ---- modes -------------------------------------------------------------- */
+
+static int bus_connect(sd_bus **ret) {
+        int r;
+
+        r = sd_bus_open_system(ret);
+        if (r < 0)
+                fprintf(stderr, "Failed to connect to the system bus: %s\n", strerror(-r));
+        return r;
+}
+
+static int run_latency(unsigned calls) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) int64_t *samples = NULL, *create = NULL;
+        struct stats s;
+        size_t ok = 0;
+        int64_t start, wall;
+        int r;
+
+        samples = calloc(calls, sizeof(int64_t));
+        create = calloc(calls, sizeof(int64_t));
+        if (!samples || !create)
+                return -ENOMEM;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        start = now_nsec();
+        for (unsigned k = 0; k < calls; k++) {
+                _cleanup_(closep) int fd = -EBADF;
+                char name[32];
+                int64_t t0 = now_nsec();
+
+                r = userns_new(&fd);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to create a user namespace: %s\n", strerror(-r));
+                        return r;
+                }
+                create[k] = now_nsec() - t0;
+
+                (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, k);
+                r = allocate(bus, name, fd, &samples[ok], NULL);
+                if (r < 0) {
+                        fprintf(stderr, "AllocateUserRange '%s' failed in the client: %s\n", name, strerror(-r));
+                        return r;
+                }
+                if (r > 0)
+                        ok++;
+        }
+        wall = now_nsec() - start;
+
+        printf("{\"mode\":\"latency\",\"calls\":%u,\"errors\":%zu,", calls, calls - ok);
+        print_stats_fields(samples, ok);
+        printf(",\"per_sec\":%.1f,\"wall_s\":%.3f", (double) ok / ((double) wall / 1e9), (double) wall / 1e9);
+        if (stats_compute(create, calls, &s))
+                printf(",\"userns_create_median_ms\":%.4f", s.median_ms);
+        printf("}\n");
+        return 0;
+}
+
+struct throughput_run {
+        unsigned calls;
+        atomic_uint next;
+        int64_t *samples;           /* indexed by call number; -1: the call failed */
+
+        /* Start gate: the clock starts once every client is connected. */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        unsigned connected;
+        bool go;
+};
+
+struct throughput_client {
+        struct throughput_run *run;
+        int result;
+};
+
+static void *throughput_client_main(void *userdata) {
+        struct throughput_client *client = userdata;
+        struct throughput_run *run = client->run;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        r = bus_connect(&bus);
+
+        (void) pthread_mutex_lock(&run->lock);
+        run->connected++;
+        (void) pthread_cond_broadcast(&run->cond);
+        while (!run->go)
+                (void) pthread_cond_wait(&run->cond, &run->lock);
+        (void) pthread_mutex_unlock(&run->lock);
+
+        if (r < 0) {
+                client->result = r;
+                return NULL;
+        }
+
+        for (;;) {
+                _cleanup_(closep) int fd = -EBADF;
+                unsigned k = atomic_fetch_add(&run->next, 1);
+                char name[32];
+
+                if (k >= run->calls)
+                        break;
+
+                r = userns_new(&fd);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to create a user namespace: %s\n", strerror(-r));
+                        client->result = r;
+                        return NULL;
+                }
+
+                (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, k);
+                run->samples[k] = -1;
+                r = allocate(bus, name, fd, &run->samples[k], NULL);
+                if (r < 0) {
+                        fprintf(stderr, "AllocateUserRange '%s' failed in the client: %s\n", name, strerror(-r));
+                        client->result = r;
+                        return NULL;
+                }
+        }
+        client->result = 0;
+        return NULL;
+}
+
+static int run_throughput(unsigned calls, unsigned n_clients) {
+        struct throughput_run run = {
+                .calls = calls,
+                .lock = PTHREAD_MUTEX_INITIALIZER,
+                .cond = PTHREAD_COND_INITIALIZER,
+        };
+        _cleanup_(freep) struct throughput_client *clients = NULL;
+        _cleanup_(freep) pthread_t *threads = NULL;
+        _cleanup_(freep) int64_t *samples = NULL;
+        unsigned started = 0;
+        size_t ok = 0;
+        int64_t start, wall;
+        int r = 0;
+
+        samples = calloc(calls, sizeof(int64_t));
+        clients = calloc(n_clients, sizeof(struct throughput_client));
+        threads = calloc(n_clients, sizeof(pthread_t));
+        if (!samples || !clients || !threads)
+                return -ENOMEM;
+        run.samples = samples;
+
+        for (; started < n_clients; started++) {
+                clients[started].run = &run;
+                r = -pthread_create(&threads[started], NULL, throughput_client_main, &clients[started]);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to start client thread: %s\n", strerror(-r));
+                        /* Release the clients that did start without work. */
+                        atomic_store(&run.next, calls);
+                        break;
+                }
+        }
+
+        (void) pthread_mutex_lock(&run.lock);
+        while (run.connected < started)
+                (void) pthread_cond_wait(&run.cond, &run.lock);
+        run.go = true;
+        (void) pthread_cond_broadcast(&run.cond);
+        (void) pthread_mutex_unlock(&run.lock);
+        start = now_nsec();
+
+        for (unsigned i = 0; i < started; i++)
+                (void) pthread_join(threads[i], NULL);
+        wall = now_nsec() - start;
+
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < n_clients; i++)
+                if (clients[i].result < 0)
+                        return clients[i].result;
+
+        for (unsigned k = 0; k < calls; k++)
+                if (samples[k] >= 0)
+                        samples[ok++] = samples[k];
+
+        printf("{\"mode\":\"throughput\",\"calls\":%u,\"errors\":%zu,", calls, calls - ok);
+        print_stats_fields(samples, ok);
+        printf(",\"per_sec\":%.1f,\"wall_s\":%.3f,\"clients\":%u}\n",
+               (double) ok / ((double) wall / 1e9), (double) wall / 1e9, n_clients);
+        return 0;
+}
+
+/* A child in a new user namespace of its own, alive until killed: unlike the
+ * fd-only namespaces above, its death is a process exit we can time. */
+static int holder_spawn(pid_t *ret_pid) {
+        _cleanup_(closep) int ready_r = -EBADF, ready_w = -EBADF;
+        pid_t parent = getpid(), pid;
+        int fds[2], error = 0;
+        ssize_t n;
+
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return -errno;
+        ready_r = fds[0];
+        ready_w = fds[1];
+
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                /* Do not outlive an interrupted bench. */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                        _exit(EXIT_FAILURE);
+                if (unshare(CLONE_NEWUSER) < 0)
+                        error = errno;
+                (void) write(ready_w, &error, sizeof(error));
+                if (error == 0)
+                        for (;;)
+                                (void) pause();
+                _exit(EXIT_FAILURE);
+        }
+
+        ready_w = safe_close(ready_w);
+        do
+                n = read(ready_r, &error, sizeof(error));
+        while (n < 0 && errno == EINTR);
+        if (n != (ssize_t) sizeof(error) || error != 0) {
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                return -(error ?: EIO);
+        }
+
+        *ret_pid = pid;
+        return 0;
+}
+
+static void holder_reap(pid_t pid) {
+        (void) kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+}
+
+static int holder_open_userns(pid_t pid, int *ret_fd) {
+        char path[64];
+        int fd;
+
+        (void) snprintf(path, sizeof(path), "/proc/%d/ns/user", (int) pid);
+        fd = open(path, O_RDONLY|O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        *ret_fd = fd;
+        return 0;
+}
+
+struct removal_watch {
+        const char *path;           /* the namespace object waited for */
+        int64_t removed_at;         /* 0 until its UserNamespaceRemoved arrived */
+};
+
+static int on_namespace_removed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        struct removal_watch *w = userdata;
+        int64_t t = now_nsec();
+        const char *path;
+
+        (void) ret_error;
+        /* Signals for namespaces given up on earlier may still arrive. */
+        if (sd_bus_message_read(m, "o", &path) < 0 || !w->path || strcmp(path, w->path) != 0)
+                return 0;
+        if (w->removed_at == 0)
+                w->removed_at = t;
+        return 0;
+}
+
+enum teardown_outcome {
+        TEARDOWN_OK,
+        TEARDOWN_CALL_FAILED,
+        TEARDOWN_NO_SIGNAL,
+};
+
+static int teardown_one(sd_bus *bus, struct removal_watch *w, const char *name,
+                        enum teardown_outcome *ret_outcome, int64_t *ret_nsec) {
+        _cleanup_(freep) char *path = NULL;
+        int64_t call_nsec, exited, deadline;
+        pid_t pid;
+        int fd = -EBADF, r;
+
+        r = holder_spawn(&pid);
+        if (r < 0)
+                return r;
+        r = holder_open_userns(pid, &fd);
+        if (r < 0) {
+                holder_reap(pid);
+                return r;
+        }
+        r = allocate(bus, name, fd, &call_nsec, &path);
+        /* From here on only the holder keeps the namespace alive. */
+        (void) close(fd);
+        if (r <= 0) {
+                holder_reap(pid);
+                *ret_outcome = TEARDOWN_CALL_FAILED;
+                return r;
+        }
+
+        *w = (struct removal_watch) { .path = path };
+        holder_reap(pid);
+        exited = now_nsec();
+
+        deadline = exited + TEARDOWN_TIMEOUT_NSEC;
+        while (w->removed_at == 0) {
+                int64_t n;
+
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        continue;
+
+                n = now_nsec();
+                if (n >= deadline) {
+                        w->path = NULL;
+                        fprintf(stderr, "No UserNamespaceRemoved for '%s' (%s) within %" PRIi64 " ms\n",
+                                name, path, TEARDOWN_TIMEOUT_NSEC / 1000000);
+                        *ret_outcome = TEARDOWN_NO_SIGNAL;
+                        return 0;
+                }
+                r = sd_bus_wait(bus, (uint64_t) (deadline - n) / 1000);
+                if (r < 0 && r != -EINTR)
+                        return r;
+        }
+        w->path = NULL;
+
+        *ret_outcome = TEARDOWN_OK;
+        *ret_nsec = w->removed_at - exited;
+        return 1;
+}
+
+static int run_teardown(unsigned calls) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        _cleanup_(freep) int64_t *samples = NULL;
+        struct removal_watch watch = {};
+        size_t ok = 0, call_errors = 0, no_signal = 0;
+        int r;
+
+        samples = calloc(calls, sizeof(int64_t));
+        if (!samples)
+                return -ENOMEM;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        /* Synchronous AddMatch: subscribed before the first namespace exists. */
+        r = sd_bus_match_signal(bus, &slot, NSRES_SERVICE, NULL, NSRES_MANAGER, "UserNamespaceRemoved",
+                                on_namespace_removed, &watch);
+        if (r < 0) {
+                fprintf(stderr, "Failed to subscribe to UserNamespaceRemoved: %s\n", strerror(-r));
+                return r;
+        }
+
+        for (unsigned k = 0; k < calls; k++) {
+                enum teardown_outcome outcome;
+                char name[32];
+
+                (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, k);
+                r = teardown_one(bus, &watch, name, &outcome, &samples[ok]);
+                if (r < 0) {
+                        fprintf(stderr, "Teardown run '%s' failed in the client: %s\n", name, strerror(-r));
+                        return r;
+                }
+                if (outcome == TEARDOWN_OK)
+                        ok++;
+                else if (outcome == TEARDOWN_CALL_FAILED)
+                        call_errors++;
+                else
+                        no_signal++;
+        }
+
+        printf("{\"mode\":\"teardown\",\"calls\":%u,\"errors\":%zu,", calls, call_errors + no_signal);
+        print_stats_fields(samples, ok);
+        printf(",\"per_sec\":null,\"call_errors\":%zu,\"missing_signals\":%zu}\n", call_errors, no_signal);
+        return 0;
+}
+
+/* What users do without a daemon: the setuid helpers from shadow's uidmap,
+ * mapping the range /etc/subuid and /etc/subgid give the caller. */
+static int spawn_and_wait(char *const argv[]) {
+        int status;
+        pid_t pid;
+        int r;
+
+        r = -posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+        if (r < 0)
+                return r;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EPERM;
+}
+
+static int run_newuidmap(unsigned calls, uint32_t uid_start, uint32_t gid_start) {
+        _cleanup_(freep) int64_t *samples = NULL;
+        size_t ok = 0;
+        int r;
+
+        samples = calloc(calls, sizeof(int64_t));
+        if (!samples)
+                return -ENOMEM;
+
+        for (unsigned k = 0; k < calls; k++) {
+                char pid_s[16], uid_s[16], gid_s[16], size_s[16];
+                char *uid_argv[] = { (char *) "newuidmap", pid_s, (char *) "0", uid_s, size_s, NULL };
+                char *gid_argv[] = { (char *) "newgidmap", pid_s, (char *) "0", gid_s, size_s, NULL };
+                int64_t t0;
+                pid_t pid;
+
+                r = holder_spawn(&pid);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to create a user namespace: %s\n", strerror(-r));
+                        return r;
+                }
+                (void) snprintf(pid_s, sizeof(pid_s), "%d", (int) pid);
+                (void) snprintf(uid_s, sizeof(uid_s), "%" PRIu32, uid_start);
+                (void) snprintf(gid_s, sizeof(gid_s), "%" PRIu32, gid_start);
+                (void) snprintf(size_s, sizeof(size_s), "%" PRIu32, RANGE_SIZE);
+
+                t0 = now_nsec();
+                r = spawn_and_wait(uid_argv);
+                if (r >= 0)
+                        r = spawn_and_wait(gid_argv);
+                samples[ok] = now_nsec() - t0;
+                holder_reap(pid);
+                if (r < 0) {
+                        report_error("newuidmap/newgidmap", pid_s, NULL, r);
+                        continue;
+                }
+                ok++;
+        }
+
+        printf("{\"mode\":\"newuidmap\",\"calls\":%u,\"errors\":%zu,", calls, calls - ok);
+        print_stats_fields(samples, ok);
+        printf(",\"per_sec\":null}\n");
+        return 0;
+}
+
+/* ---- command line ------------------------------------------------------- */
+
+static void help(void) {
+        printf("Usage: nsres-bench [--prefix=P] [--samples] MODE ARGS...\n"
+               "Benchmark nsresd's AllocateUserRange end to end.\n\n"
+               "  latency N             N sequential calls, one fresh user namespace each\n"
+               "  throughput N C        N calls in total from C concurrent clients\n"
+               "  teardown N            N times: allocate for a namespace held by a process,\n"
+               "                        kill it, time until UserNamespaceRemoved\n"
+               "  newuidmap N UID GID   N times newuidmap+newgidmap mapping UID/GID (65536 each)\n\n"
+               "     --prefix=P         Namespace names are P0, P1, ... (default '%s')\n"
+               "     --samples          Include every sample (sorted, ms) in the output\n\n"
+               "One JSON object goes to stdout; the bus is DBUS_SYSTEM_BUS_ADDRESS or the system bus.\n",
+               arg_prefix);
+}
+
+static bool prefix_is_valid(const char *p) {
+        size_t n = strlen(p);
+
+        /* Leaves room for 7 digits within the 16-character name limit. */
+        if (n == 0 || n > 9 || p[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", p[i]))
+                        return false;
+        return true;
+}
+
+static int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
+                fprintf(stderr, "Invalid number '%s' (expected %u…%u)\n", s, min, max);
+                return -EINVAL;
+        }
+        *ret = (unsigned) v;
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        enum { ARG_PREFIX = 0x100, ARG_SAMPLES };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "prefix", required_argument, NULL, ARG_PREFIX },
+                { "samples", no_argument, NULL, ARG_SAMPLES },
+                {}
+        };
+        const char *mode;
+        unsigned n, c, uid, gid;
+        int opt, r;
+
+        while ((opt = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (opt) {
+                case 'h':
+                        help();
+                        return EXIT_SUCCESS;
+                case ARG_PREFIX:
+                        if (!prefix_is_valid(optarg)) {
+                                fprintf(stderr, "Invalid name prefix '%s'\n", optarg);
+                                return EXIT_FAILURE;
+                        }
+                        arg_prefix = optarg;
+                        break;
+                case ARG_SAMPLES:
+                        arg_samples = true;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+
+        if (optind + 2 > argc) {
+                help();
+                return EXIT_FAILURE;
+        }
+        mode = argv[optind];
+        if (parse_unsigned(argv[optind + 1], 1, MAX_CALLS, &n) < 0)
+                return EXIT_FAILURE;
+
+        if (strcmp(mode, "latency") == 0 && argc == optind + 2)
+                r = run_latency(n);
+        else if (strcmp(mode, "throughput") == 0 && argc == optind + 3) {
+                if (parse_unsigned(argv[optind + 2], 1, MAX_CLIENTS, &c) < 0)
+                        return EXIT_FAILURE;
+                r = run_throughput(n, c);
+        } else if (strcmp(mode, "teardown") == 0 && argc == optind + 2)
+                r = run_teardown(n);
+        else if (strcmp(mode, "newuidmap") == 0 && argc == optind + 4) {
+                if (parse_unsigned(argv[optind + 2], 1, UINT_MAX - 1, &uid) < 0 ||
+                    parse_unsigned(argv[optind + 3], 1, UINT_MAX - 1, &gid) < 0)
+                        return EXIT_FAILURE;
+                r = run_newuidmap(n, uid, gid);
+        } else {
+                fprintf(stderr, "Unknown mode or wrong number of arguments: '%s'\n", mode);
+                return EXIT_FAILURE;
+        }
+
+        (void) fflush(stdout);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
