@@ -46,6 +46,15 @@
 /* Requests in flight from all callers together: one per helper process at
  * most, so this also bounds the processes the daemon forks. */
 #define MAX_REQUESTS_TOTAL 4096u
+/* dbus-daemon lets a connection wait for at most 128 replies on the system
+ * bus (max_replies_per_connection); past that our calls would fail. Requests
+ * queue for a slot instead. Caller lookups get slots of their own: they are
+ * quick, and the per-caller limits that protect polkit need the uid first. */
+#define MAX_POLKIT_CALLS 80u
+#define MAX_LOOKUP_CALLS 32u
+/* Unique names are never reused while the bus runs, so the uid behind one
+ * stays true; the cache is only bounded. */
+#define MAX_CACHED_CALLERS 4096u
 /* A helper only has to join a namespace and wait: a live one that has not
  * reported within this time has been stopped, most likely by the caller. */
 #define HELPER_TIMEOUT_USEC (5ULL * 1000000ULL)
@@ -72,6 +81,13 @@ typedef enum RequestKind {
         REQUEST_REGISTER,
 } RequestKind;
 
+typedef struct CallQueue {
+        unsigned max;
+        unsigned n;
+        struct Request *head, *tail;
+        bool dispatching;
+} CallQueue;
+
 typedef struct Request {
         Manager *manager;
         RequestKind kind;
@@ -94,6 +110,12 @@ typedef struct Request {
         bool saved;
         bool tracked;
 
+        /* Waiting for, or holding, a slot of an outgoing call queue. */
+        struct CallQueue *queue;
+        void (*bus_call)(struct Request *req);
+        struct Request *queue_prev, *queue_next;
+        bool queued;
+        bool holds_bus_slot;
         sd_bus_slot *uid_slot;
         PolkitCall *polkit;
         Helper helper;
@@ -120,6 +142,9 @@ struct Manager {
         Hashmap *pending_names; /* name -> Request */
         Hashmap *requests_per_caller;   /* uid -> count, stored as a pointer */
         Hashmap *helpers;       /* pid -> child event source, until reaped */
+        Hashmap *caller_uids;   /* unique bus name -> CallerUid */
+        CallQueue polkit_calls;
+        CallQueue lookup_calls;
         unsigned n_requests;
 
         uint64_t own_userns_id;
@@ -137,6 +162,11 @@ struct Manager {
         char *fault_kill_after_map;     /* test-only fault injection, by final name */
         char *fault_helper_stop;
 };
+
+typedef struct CallerUid {
+        uid_t uid;
+        char name[];
+} CallerUid;
 
 static const char *const kind_action[] = {
         [REQUEST_ALLOCATE] = NSRESD_ACTION_PREFIX "allocate-user-range",
@@ -430,6 +460,98 @@ static int on_etc_changed(sd_event_source *s, const struct inotify_event *ev, vo
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* ---- outgoing bus calls ------------------------------------------------ */
+
+static void call_queue_dispatch(CallQueue *q) {
+        /* Starting a call may fail a request, which frees its slot and
+         * lands here again: the outer loop carries on instead. */
+        if (q->dispatching)
+                return;
+        q->dispatching = true;
+        while (q->n < q->max && q->head) {
+                Request *req = q->head;
+
+                q->head = req->queue_next;
+                if (q->head)
+                        q->head->queue_prev = NULL;
+                else
+                        q->tail = NULL;
+                req->queue_next = req->queue_prev = NULL;
+                req->queued = false;
+
+                req->holds_bus_slot = true;
+                q->n++;
+                req->bus_call(req);
+        }
+        q->dispatching = false;
+}
+
+static void request_bus_call(Request *req, CallQueue *q, void (*call)(Request *req)) {
+        req->queue = q;
+        req->bus_call = call;
+        req->queued = true;
+        req->queue_prev = q->tail;
+        if (q->tail)
+                q->tail->queue_next = req;
+        else
+                q->head = req;
+        q->tail = req;
+        call_queue_dispatch(q);
+}
+
+static void request_bus_call_done(Request *req) {
+        CallQueue *q = req->queue;
+
+        if (!q)
+                return;
+        if (req->queued) {
+                if (req->queue_prev)
+                        req->queue_prev->queue_next = req->queue_next;
+                else
+                        q->head = req->queue_next;
+                if (req->queue_next)
+                        req->queue_next->queue_prev = req->queue_prev;
+                else
+                        q->tail = req->queue_prev;
+                req->queue_next = req->queue_prev = NULL;
+                req->queued = false;
+        }
+        req->queue = NULL;
+        if (req->holds_bus_slot) {
+                req->holds_bus_slot = false;
+                q->n--;
+                call_queue_dispatch(q);
+        }
+}
+
+static void caller_uids_clear(Manager *m) {
+        size_t state = 0;
+        void *v;
+
+        while (hashmap_iterate(m->caller_uids, &state, &v))
+                free(v);
+        hashmap_free(m->caller_uids);
+        m->caller_uids = NULL;
+}
+
+static void caller_uid_remember(Manager *m, const char *name, uid_t uid) {
+        CallerUid *c;
+
+        if (!m->caller_uids || hashmap_size(m->caller_uids) >= MAX_CACHED_CALLERS) {
+                caller_uids_clear(m);
+                m->caller_uids = hashmap_new_string();
+                if (!m->caller_uids)
+                        return;
+        }
+        c = malloc(sizeof(CallerUid) + strlen(name) + 1);
+        if (!c)
+                return;
+        c->uid = uid;
+        strcpy(c->name, name);
+        if (hashmap_put_string(m->caller_uids, c->name, c) < 0)
+                free(c);
+}
+
 static Request *request_free(Request *req) {
         Manager *m;
 
@@ -457,6 +579,7 @@ static Request *request_free(Request *req) {
 
         sd_bus_slot_unref(req->uid_slot);
         polkit_cancel(req->polkit);
+        request_bus_call_done(req);
 
         helper_kill(&req->helper);
         sd_event_source_disable_unref(req->helper_io);
@@ -774,6 +897,7 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
         Request *req = userdata;
 
         req->polkit = NULL;
+        request_bus_call_done(req);
         switch (result) {
         case POLKIT_ALLOWED:
                 return request_commit(req);
@@ -797,11 +921,12 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
         }
 }
 
+static void request_ask_polkit(Request *req);
+
 /* The caller's uid is known: apply limits, make reservations, ask polkit. */
 static void request_authorize(Request *req) {
         Manager *m = req->manager;
         NsEntry *e = &req->entry;
-        char size_str[16];
         int r;
 
         if (caller_requests(m, req->caller) >= m->config.max_requests_per_owner)
@@ -859,6 +984,15 @@ static void request_authorize(Request *req) {
         if (req->caller == 0)
                 return request_commit(req);
 
+        request_bus_call(req, &m->polkit_calls, request_ask_polkit);
+}
+
+static void request_ask_polkit(Request *req) {
+        Manager *m = req->manager;
+        NsEntry *e = &req->entry;
+        char size_str[16];
+        int r;
+
         const char *action = req->info.owner != req->caller ? NSRESD_ACTION_PREFIX "manage" : kind_action[req->kind];
         snprintf(size_str, sizeof(size_str), "%" PRIu32, req->size);
         const char *details[] = {
@@ -882,6 +1016,7 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
 
         (void) ret_error;
         req->uid_slot = sd_bus_slot_unref(req->uid_slot);
+        request_bus_call_done(req);
 
         if (sd_bus_message_is_method_error(reply, NULL)) {
                 request_fail(req, SD_BUS_ERROR_FAILED, "Could not identify the caller: %s",
@@ -894,8 +1029,37 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
                 return 0;
         }
         req->caller = uid;
+        caller_uid_remember(req->manager, sd_bus_message_get_sender(req->message), uid);
         request_authorize(req);
         return 0;
+}
+
+static void request_ask_caller_uid(Request *req) {
+        const CallerUid *c = hashmap_get_string(req->manager->caller_uids, sd_bus_message_get_sender(req->message));
+        int r;
+
+        /* Another request of the same caller may have learnt it meanwhile. */
+        if (c) {
+                req->caller = c->uid;
+                request_bus_call_done(req);
+                return request_authorize(req);
+        }
+
+        r = sd_bus_call_method_async(req->manager->bus, &req->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, req,
+                                     "s", sd_bus_message_get_sender(req->message));
+        if (r < 0)
+                request_fail_errno(req, r, "Could not identify the caller");
+}
+
+static void request_identify_caller(Request *req) {
+        const CallerUid *c = hashmap_get_string(req->manager->caller_uids, sd_bus_message_get_sender(req->message));
+
+        if (c) {
+                req->caller = c->uid;
+                return request_authorize(req);
+        }
+        request_bus_call(req, &req->manager->lookup_calls, request_ask_caller_uid);
 }
 
 /* Common start of Allocate and Register: check the fd by what it is, reserve
@@ -903,7 +1067,7 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
  * answers, we do not block on it). */
 static int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,
                          int fd, NsKind ns_kind, uint32_t size, uint32_t target, uint64_t flags,
-                         sd_bus_error *error, Request **ret) {
+                         sd_bus_error *error) {
         _cleanup_(request_freep) Request *req = NULL;
         int r;
 
@@ -962,13 +1126,8 @@ static int request_start(Manager *m, sd_bus_message *message, RequestKind kind, 
         e->handle_len = req->info.handle_len;
         memcpy(e->handle, req->info.handle, req->info.handle_len);
 
-        r = sd_bus_call_method_async(m->bus, &req->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, req,
-                                     "s", sd_bus_message_get_sender(message));
-        if (r < 0)
-                return r;
-
-        *ret = TAKE_PTR(req);
+        /* From here on the request answers the call itself, now or later. */
+        request_identify_caller(TAKE_PTR(req));
         return 1;
 }
 
@@ -990,7 +1149,6 @@ static int method_allocate(sd_bus_message *message, void *userdata, sd_bus_error
         uint32_t size, target;
         uint64_t flags;
         char valid_name[NAME_MAX_LEN + 1];
-        Request *req = NULL;
         int fd, r;
 
         r = sd_bus_message_read(message, "suuht", &name, &size, &target, &fd, &flags);
@@ -1034,7 +1192,7 @@ static int method_allocate(sd_bus_message *message, void *userdata, sd_bus_error
 
         r = request_start(m, message, REQUEST_ALLOCATE, valid_name, fd,
                           (flags & ALLOCATE_SELF) ? NS_KIND_SELF : NS_KIND_TRANSIENT,
-                          size, target, flags, error, &req);
+                          size, target, flags, error);
         return r;
 }
 
@@ -1043,7 +1201,6 @@ static int method_register(sd_bus_message *message, void *userdata, sd_bus_error
         const char *name;
         uint64_t flags;
         char valid_name[NAME_MAX_LEN + 1];
-        Request *req = NULL;
         int fd, r;
 
         r = sd_bus_message_read(message, "sht", &name, &fd, &flags);
@@ -1056,7 +1213,7 @@ static int method_register(sd_bus_message *message, void *userdata, sd_bus_error
                 return r;
 
         return request_start(m, message, REQUEST_REGISTER, valid_name, fd, NS_KIND_REGISTERED,
-                             1, 0, 0, error, &req);
+                             1, 0, 0, error);
 }
 
 static int method_list(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -1435,6 +1592,8 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->pending_ids = hashmap_new_u64();
         m->pending_names = hashmap_new_string();
         m->requests_per_caller = hashmap_new_u64();
+        m->polkit_calls.max = MAX_POLKIT_CALLS;
+        m->lookup_calls.max = MAX_LOOKUP_CALLS;
         m->helpers = hashmap_new_u64();
         if (!m->helpers || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
             !m->pending_ids || !m->pending_names || !m->requests_per_caller) {
@@ -1479,7 +1638,10 @@ int manager_start(Manager *m) {
         r = sd_bus_open_system(&m->bus);
         if (r < 0)
                 return log_error_errno(r, "Failed to connect to the system bus: %m");
-        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        /* Without the bus there is nothing to serve; state survives on disk. */
+        r = sd_bus_set_exit_on_disconnect(m->bus, true);
+        if (r >= 0)
+                r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
 
@@ -1607,6 +1769,7 @@ Manager *manager_free(Manager *m) {
         hashmap_free(m->pending_names);
         hashmap_free(m->requests_per_caller);
         hashmap_free(m->helpers);
+        caller_uids_clear(m);
         if (m->nsfs_fd >= 0)
                 close(m->nsfs_fd);
         free(m->state_dir);
