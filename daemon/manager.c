@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -68,12 +69,14 @@
  * still opens is polled briefly instead of trusting the event. */
 #define RECHECK_USEC (2ULL * 1000ULL)
 #define RECHECK_TRIES 500u
+#define RECHECK_ACCURACY_USEC 100u
 
 typedef struct Namespace {
         Manager *manager;
         NsEntry e;
         char path[sizeof(USERNS_PATH_PREFIX) + 21];
-        unsigned rechecks;      /* > 0 while queued for another liveness check */
+        unsigned rechecks;      /* liveness checks left while a suspect */
+        uint64_t event_usec;    /* CLOCK_MONOTONIC of its teardown event */
 } Namespace;
 
 typedef enum RequestKind {
@@ -141,7 +144,8 @@ struct Manager {
         Hashmap *pending_ids;   /* u64 -> Request */
         Hashmap *pending_names; /* name -> Request */
         Hashmap *requests_per_caller;   /* uid -> count, stored as a pointer */
-        Hashmap *helpers;       /* pid -> child event source, until reaped */
+        Hashmap *helpers;       /* pid -> HelperWatch, until reaped */
+        Hashmap *suspects;      /* u64 -> Namespace whose teardown event came before its death */
         Hashmap *caller_uids;   /* unique bus name -> CallerUid */
         CallQueue polkit_calls;
         CallQueue lookup_calls;
@@ -157,6 +161,7 @@ struct Manager {
         sd_event_source *index_timer;
         sd_bus_slot *manager_slot, *userns_slot, *enumerator_slot, *object_manager_slot;
 
+        HelperMode helper_mode;
         const char *restriction;        /* what is in effect */
         bool warned_permissive;
         char *fault_kill_after_map;     /* test-only fault injection, by final name */
@@ -177,6 +182,13 @@ static uint64_t now_realtime_usec(void) {
         struct timespec ts;
 
         clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+static uint64_t now_monotonic_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
 }
 
@@ -260,6 +272,7 @@ static void namespace_release(Manager *m, Namespace *ns, const char *why) {
         }
 
         namespace_unindex(m, ns);
+        hashmap_remove_u64(m->suspects, ns->e.id);
         if (m->tracker)
                 (void) tracker_remove(m->tracker, ns->e.id);
         r = registry_remove(m->registry, &ns->e);
@@ -308,30 +321,41 @@ static void manager_sweep(Manager *m, const char *why) {
                         namespace_release(m, list[i], why);
 }
 
+static void recheck_arm(Manager *m) {
+        if (sd_event_source_get_enabled(m->recheck_timer, NULL) > 0)
+                return;
+        (void) sd_event_source_set_time_relative(m->recheck_timer, RECHECK_USEC);
+        (void) sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_ONESHOT);
+}
+
 static int on_recheck(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
-        _cleanup_free_ Namespace **list = NULL;
-        bool again = false;
-        size_t n;
+        Namespace *list[64];
+        size_t n = 0, state = 0;
+        void *v;
 
         (void) s;
         (void) usec;
 
-        if (collect_namespaces(m, &list, &n) < 0)
-                return 0;
+        /* Suspects are few (namespaces that died in the last moments);
+         * checking a bounded batch per tick keeps the loop responsive. */
+        while (n < ELEMENTSOF(list) && hashmap_iterate(m->suspects, &state, &v))
+                list[n++] = v;
         for (size_t i = 0; i < n; i++) {
                 Namespace *ns = list[i];
 
-                if (ns->rechecks == 0)
-                        continue;
-                if (namespace_check(m, ns) == 0)
+                if (namespace_check(m, ns) == 0) {
+                        log_debug("'%s' proven dead %.1f ms after its teardown event", ns->e.name,
+                                  (now_monotonic_usec() - ns->event_usec) / 1000.0);
                         namespace_release(m, ns, "namespace destroyed");
-                else if (--ns->rechecks > 0)
-                        again = true;
+                } else if (--ns->rechecks == 0) {
+                        /* Alive after all: an ancestor event for a parent
+                         * that still has other children. */
+                        hashmap_remove_u64(m->suspects, ns->e.id);
+                }
         }
-        if (again)
-                (void) sd_event_source_set_time_relative(m->recheck_timer, RECHECK_USEC),
-                (void) sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_ONESHOT);
+        if (hashmap_size(m->suspects) > 0)
+                recheck_arm(m);
         return 0;
 }
 
@@ -350,13 +374,12 @@ static void on_teardown_event(uint64_t ns_id, uint64_t inode, void *userdata) {
                 namespace_release(m, ns, "namespace destroyed");
                 return;
         }
-        /* Still opens: a parent whose child's free is running right now.
-         * Look again shortly instead of trusting the event. */
+        /* Still opens: look again shortly instead of trusting the event. */
         ns->rechecks = RECHECK_TRIES;
-        if (sd_event_source_get_enabled(m->recheck_timer, NULL) == 0) {
-                (void) sd_event_source_set_time_relative(m->recheck_timer, RECHECK_USEC);
-                (void) sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_ONESHOT);
-        }
+        ns->event_usec = now_monotonic_usec();
+        if (hashmap_put_u64(m->suspects, ns->e.id, ns) == -ENOMEM)
+                log_warning("Out of memory queueing '%s' for a liveness check; the periodic sweep will find it", ns->e.name);
+        recheck_arm(m);
 }
 
 static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -623,6 +646,10 @@ static void request_complete(Request *req) {
         Namespace *ns;
         int r;
 
+        /* The helper is a process of the namespace: end it before the caller
+         * hears back, so the caller's last process really is the last. */
+        helper_kill(&req->helper);
+
         req->entry.pending = false;
         r = registry_save(m->registry, &req->entry);
         if (r < 0)
@@ -803,34 +830,57 @@ static int on_helper_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
 
 /* Helpers outlive their requests by a moment: the loop reaps them here. A
  * request learns of an early death from its socket, not from this. */
+typedef struct HelperWatch {
+        sd_event_source *source;
+        Helper helper;          /* only .stack is ours */
+} HelperWatch;
+
+static void helper_watch_free(HelperWatch *w) {
+        sd_event_source_unref(w->source);
+        helper_free_stack(&w->helper);
+        free(w);
+}
+
 static int on_helper_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         Manager *m = userdata;
+        HelperWatch *w = hashmap_remove_u64(m->helpers, (uint64_t) si->si_pid);
 
-        hashmap_remove_u64(m->helpers, (uint64_t) si->si_pid);
-        sd_event_source_unref(s);
+        (void) s;
+        /* Exited, so nothing runs on its stack any more. */
+        if (w)
+                helper_watch_free(w);
         return 0;
 }
 
-static int manager_watch_helper(Manager *m, const Helper *h) {
-        sd_event_source *s = NULL;
+/* Takes over the helper's stack. */
+static int manager_watch_helper(Manager *m, Helper *h) {
+        HelperWatch *w;
         int fd, r;
 
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
         /* The source gets its own pidfd: the request closes its copy when it
          * is done, which may be before or after the helper is reaped. */
         fd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
+        if (fd < 0) {
+                free(w);
                 return -errno;
-        r = sd_event_add_child_pidfd(m->event, &s, fd, WEXITED, on_helper_exit, m);
+        }
+        r = sd_event_add_child_pidfd(m->event, &w->source, fd, WEXITED, on_helper_exit, m);
         if (r < 0) {
                 close(fd);
+                free(w);
                 return r;
         }
-        (void) sd_event_source_set_child_pidfd_own(s, true);
-        r = hashmap_put_u64(m->helpers, (uint64_t) h->pid, s);
+        (void) sd_event_source_set_child_pidfd_own(w->source, true);
+        r = hashmap_put_u64(m->helpers, (uint64_t) h->pid, w);
         if (r < 0) {
-                sd_event_source_unref(s);
+                sd_event_source_unref(w->source);
+                free(w);
                 return r;
         }
+        w->helper.stack = TAKE_PTR(h->stack);
         return 0;
 }
 
@@ -838,7 +888,8 @@ static void request_spawn_helper(Request *req) {
         Manager *m = req->manager;
         int r;
 
-        r = helper_spawn(req->userns_fd, fault_matches(m->fault_helper_stop, req->entry.name), &req->helper);
+        r = helper_spawn(req->userns_fd, m->helper_mode, fault_matches(m->fault_helper_stop, req->entry.name),
+                         &req->helper);
         if (r < 0)
                 return request_fail_errno(req, r, "Failed to start the helper");
         r = manager_watch_helper(m, &req->helper);
@@ -846,6 +897,7 @@ static void request_spawn_helper(Request *req) {
                 /* Nobody would reap it: do it now. */
                 helper_kill(&req->helper);
                 (void) waitpid(req->helper.pid, NULL, 0);
+                helper_free_stack(&req->helper);
                 return request_fail_errno(req, r, "Failed to watch the helper");
         }
         /* The helper has its own copy; keeping ours would keep the namespace
@@ -1082,7 +1134,7 @@ static int request_start(Manager *m, sd_bus_message *message, RequestKind kind, 
         m->n_requests++;
         req->kind = kind;
         req->userns_fd = -1;
-        req->helper = (Helper) { .pid = 0, .pidfd = -1, .sock = -1 };
+        req->helper = (Helper) { .pid = 0, .pidfd = -1, .sock = -1, .stack = NULL };
         req->message = sd_bus_message_ref(message);
         req->caller = (uid_t) -1;
         req->size = size;
@@ -1574,6 +1626,34 @@ static void parse_faults(Manager *m) {
         log_warning("Fault injection enabled: %s", f);
 }
 
+static void manager_choose_helper_mode(Manager *m) {
+        const char *env = getenv("NSRESD_HELPER");
+        char buf[16] = "";
+        _cleanup_fclose_ FILE *f = NULL;
+
+        m->helper_mode = HELPER_FORK;
+        if (env && strcmp(env, "fork") == 0) {
+                log_info("Map helpers are forked (NSRESD_HELPER=fork)");
+                return;
+        }
+        if (!helper_can_share_memory())
+                return;
+        /* A helper sharing our memory lives in the caller's namespace; only
+         * an undumpable mm keeps the caller from tracing it, and where
+         * suid_dumpable is not 0 credential changes can make it dumpable. */
+        f = fopen("/proc/sys/fs/suid_dumpable", "re");
+        if (!f || !fgets(buf, sizeof(buf), f) || buf[0] != '0') {
+                log_info("fs.suid_dumpable is not 0: map helpers are forked");
+                return;
+        }
+        if (prctl(PR_SET_DUMPABLE, 0) < 0) {
+                log_warning_errno(errno, "Cannot make the daemon undumpable, map helpers are forked: %m");
+                return;
+        }
+        m->helper_mode = HELPER_CLONE_VM;
+        log_debug("Map helpers share the daemon's memory (clone(CLONE_VM))");
+}
+
 int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths, Manager **ret) {
         Manager *m;
         int r;
@@ -1595,7 +1675,8 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->polkit_calls.max = MAX_POLKIT_CALLS;
         m->lookup_calls.max = MAX_LOOKUP_CALLS;
         m->helpers = hashmap_new_u64();
-        if (!m->helpers || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
+        m->suspects = hashmap_new_u64();
+        if (!m->helpers || !m->suspects || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
             !m->pending_ids || !m->pending_names || !m->requests_per_caller) {
                 manager_free(m);
                 return -ENOMEM;
@@ -1634,6 +1715,8 @@ int manager_start(Manager *m) {
         r = manager_refresh_claims(m);
         if (r < 0)
                 return r;
+
+        manager_choose_helper_mode(m);
 
         r = sd_bus_open_system(&m->bus);
         if (r < 0)
@@ -1695,8 +1778,9 @@ int manager_start(Manager *m) {
                                        m->tracker ? BACKSTOP_SWEEP_USEC : POLL_INTERVAL_USEC, 0,
                                        on_sweep_timer, m);
         if (r >= 0)
-                r = sd_event_add_time_relative(m->event, &m->recheck_timer, CLOCK_MONOTONIC, RECHECK_USEC, 0,
-                                               on_recheck, m);
+                /* sd-event's default accuracy (250 ms) would dominate teardown latency. */
+                r = sd_event_add_time_relative(m->event, &m->recheck_timer, CLOCK_MONOTONIC, RECHECK_USEC,
+                                               RECHECK_ACCURACY_USEC, on_recheck, m);
         if (r >= 0)
                 r = sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_OFF);
         if (r >= 0)
@@ -1742,10 +1826,18 @@ Manager *manager_free(Manager *m) {
         state = 0;
         while (hashmap_iterate(m->by_id, &state, &v))
                 free(v);
-        /* Helpers die with us (PR_SET_PDEATHSIG). */
+        /* Kill and reap what is left: a helper may run on memory we own. */
         state = 0;
-        while (hashmap_iterate(m->helpers, &state, &v))
-                sd_event_source_unref(v);
+        while (hashmap_iterate(m->helpers, &state, &v)) {
+                HelperWatch *w = v;
+                pid_t pid = 0;
+
+                if (sd_event_source_get_child_pid(w->source, &pid) >= 0 && pid > 0) {
+                        (void) sd_event_source_send_child_signal(w->source, SIGKILL, NULL, 0);
+                        (void) waitpid(pid, NULL, 0);
+                }
+                helper_watch_free(w);
+        }
 
         sd_event_source_disable_unref(m->sweep_timer);
         sd_event_source_disable_unref(m->recheck_timer);
@@ -1769,6 +1861,7 @@ Manager *manager_free(Manager *m) {
         hashmap_free(m->pending_names);
         hashmap_free(m->requests_per_caller);
         hashmap_free(m->helpers);
+        hashmap_free(m->suspects);
         caller_uids_clear(m);
         if (m->nsfs_fd >= 0)
                 close(m->nsfs_fd);

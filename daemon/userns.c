@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -114,75 +115,164 @@ int userns_is_alive(int nsfs_fd, int handle_type, const uint8_t *handle, unsigne
         return 1;
 }
 
-static _Noreturn void helper_main(int userns_fd, int sock, pid_t parent, bool stop_before_ready) {
+/*
+ * The helper's code runs in a child that may share our memory
+ * (clone(CLONE_VM)): there errno and glibc's per-thread state are ours, so
+ * it makes raw system calls only and never returns into libc.
+ */
+#if defined(__x86_64__)
+#define HAVE_RAW_SYSCALLS 1
+static inline long raw_syscall(long n, long a, long b, long c) {
+        long ret;
+
+        __asm__ volatile ("syscall"
+                          : "=a" (ret)
+                          : "a" (n), "D" (a), "S" (b), "d" (c)
+                          : "rcx", "r11", "memory");
+        return ret;
+}
+#elif defined(__aarch64__)
+#define HAVE_RAW_SYSCALLS 1
+static inline long raw_syscall(long n, long a, long b, long c) {
+        register long x8 __asm__("x8") = n;
+        register long x0 __asm__("x0") = a;
+        register long x1 __asm__("x1") = b;
+        register long x2 __asm__("x2") = c;
+
+        __asm__ volatile ("svc 0" : "+r" (x0) : "r" (x8), "r" (x1), "r" (x2) : "memory");
+        return x0;
+}
+#else
+#define HAVE_RAW_SYSCALLS 0
+static inline long raw_syscall(long n, long a, long b, long c) {
+        long r = syscall(n, a, b, c);
+        return r < 0 ? -errno : r;
+}
+#endif
+
+/* 16 KiB would do; the helper's frames are tiny. */
+#define HELPER_STACK_SIZE (64 * 1024)
+
+typedef struct HelperArgs {
+        int userns_fd;
+        int sock;
+        pid_t parent;
+        bool stop_before_ready;
+} HelperArgs;
+
+static _Noreturn void helper_exit(int status) {
+        for (;;)
+                raw_syscall(SYS_exit, status, 0, 0);
+}
+
+static int helper_main(void *p) {
+        const HelperArgs *a = p;
         char c = 0;
+        long r;
 
         /* Dies with the daemon; and not dumpable, because after setns() the
          * caller holds every capability in our user namespace and could
          * otherwise ptrace us (and this process still carries root's
          * credentials for DAC checks). */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-                _exit(EXIT_FAILURE);
-        if (prctl(PR_SET_DUMPABLE, 0) < 0)
-                _exit(EXIT_FAILURE);
+        if (raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0) < 0 ||
+            raw_syscall(SYS_getppid, 0, 0, 0) != a->parent)
+                helper_exit(EXIT_FAILURE);
+        if (raw_syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0) < 0)
+                helper_exit(EXIT_FAILURE);
 
-        if (dup2(userns_fd, 3) < 0 || dup2(sock, 4) < 0)
-                _exit(EXIT_FAILURE);
-        if (syscall(SYS_close_range, 5, ~0U, 0) < 0)
-                _exit(EXIT_FAILURE);
+        if (raw_syscall(SYS_dup3, a->userns_fd, 3, 0) < 0 || raw_syscall(SYS_dup3, a->sock, 4, 0) < 0)
+                helper_exit(EXIT_FAILURE);
+        if (raw_syscall(SYS_close_range, 5, ~0U, 0) < 0)
+                helper_exit(EXIT_FAILURE);
 
-        if (setns(3, CLONE_NEWUSER) < 0) {
-                int e = errno;
-                (void) !write(4, &e, sizeof(e));
-                _exit(EXIT_FAILURE);
+        r = raw_syscall(SYS_setns, 3, CLONE_NEWUSER, 0);
+        if (r < 0) {
+                int e = (int) -r;
+                raw_syscall(SYS_write, 4, (long) &e, sizeof(e));
+                helper_exit(EXIT_FAILURE);
         }
-        close(3);
+        raw_syscall(SYS_close, 3, 0, 0);
 
-        if (stop_before_ready)
-                raise(SIGSTOP);
+        if (a->stop_before_ready)
+                raw_syscall(SYS_kill, raw_syscall(SYS_getpid, 0, 0, 0), SIGSTOP, 0);
 
-        if (write(4, &c, 1) != 1)
-                _exit(EXIT_FAILURE);
+        if (raw_syscall(SYS_write, 4, (long) &c, 1) != 1)
+                helper_exit(EXIT_FAILURE);
         /* Wait for the daemon to be done with our /proc entry. */
-        (void) !read(4, &c, 1);
-        _exit(EXIT_SUCCESS);
+        raw_syscall(SYS_read, 4, (long) &c, 1);
+        helper_exit(EXIT_SUCCESS);
 }
 
-int helper_spawn(int userns_fd, bool stop_before_ready, Helper *ret) {
-        int pair[2];
-        pid_t parent = getpid(), pid;
+bool helper_can_share_memory(void) {
+        return HAVE_RAW_SYSCALLS;
+}
 
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0)
+int helper_spawn(int userns_fd, HelperMode mode, bool stop_before_ready, Helper *ret) {
+        _cleanup_close_ int ours = -1, theirs = -1;
+        int pair[2], pidfd = -1;
+        void *stack = NULL;
+        HelperArgs *args;
+        pid_t pid;
+
+        if (mode == HELPER_CLONE_VM && !HAVE_RAW_SYSCALLS)
+                return -EOPNOTSUPP;
+
+        /* Blocking on their side: the helper waits for us to close ours. */
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        ours = pair[0];
+        theirs = pair[1];
+        if (fcntl(ours, F_SETFL, O_NONBLOCK) < 0)
                 return -errno;
 
-        pid = fork();
+        /* The arguments live on the helper's own stack, which stays mapped
+         * until the helper is reaped: it may read them after we returned. */
+        stack = mmap(NULL, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED)
+                return -errno;
+        args = (HelperArgs *) ((uint8_t *) stack + HELPER_STACK_SIZE - sizeof(HelperArgs));
+        *args = (HelperArgs) {
+                .userns_fd = userns_fd,
+                .sock = theirs,
+                .parent = getpid(),
+                .stop_before_ready = stop_before_ready,
+        };
+
+        if (mode == HELPER_CLONE_VM) {
+                /* Below the arguments, 16-byte aligned. */
+                void *top = (void *) (((uintptr_t) args - 64) & ~(uintptr_t) 15);
+                pid = clone(helper_main, top, CLONE_VM | CLONE_PIDFD | SIGCHLD, args, &pidfd);
+        } else {
+                pid = fork();
+                if (pid == 0)
+                        helper_main(args);
+                if (pid > 0) {
+                        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+                        if (pidfd < 0) {
+                                int r = -errno;
+                                kill(pid, SIGKILL);
+                                /* Nobody else would reap it. */
+                                (void) waitpid(pid, NULL, 0);
+                                munmap(stack, HELPER_STACK_SIZE);
+                                return r;
+                        }
+                }
+        }
         if (pid < 0) {
                 int r = -errno;
-                close(pair[0]);
-                close(pair[1]);
-                return r;
-        }
-        if (pid == 0) {
-                /* The child's end must block: it waits for us to close ours. */
-                int fl = fcntl(pair[1], F_GETFL);
-                if (fl < 0 || fcntl(pair[1], F_SETFL, fl & ~O_NONBLOCK) < 0)
-                        _exit(EXIT_FAILURE);
-                helper_main(userns_fd, pair[1], parent, stop_before_ready);
-        }
-        close(pair[1]);
-
-        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-        if (pidfd < 0) {
-                int r = -errno;
-                kill(pid, SIGKILL);
-                close(pair[0]);
-                /* Reaped by nobody else: do it here, it is already dying. */
-                (void) waitpid(pid, NULL, 0);
+                munmap(stack, HELPER_STACK_SIZE);
                 return r;
         }
 
-        *ret = (Helper) { .pid = pid, .pidfd = pidfd, .sock = pair[0] };
+        *ret = (Helper) { .pid = pid, .pidfd = pidfd, .sock = TAKE_FD(ours), .stack = stack };
         return 0;
+}
+
+void helper_free_stack(Helper *h) {
+        if (h->stack)
+                munmap(h->stack, HELPER_STACK_SIZE);
+        h->stack = NULL;
 }
 
 void helper_kill(Helper *h) {
@@ -197,7 +287,7 @@ int userns_read_maps(int userns_fd, uint64_t timeout_usec, char *uid_map, char *
         char path[32], c;
         int r;
 
-        r = helper_spawn(userns_fd, false, &h);
+        r = helper_spawn(userns_fd, HELPER_FORK, false, &h);
         if (r < 0)
                 return r;
 
@@ -221,6 +311,7 @@ int userns_read_maps(int userns_fd, uint64_t timeout_usec, char *uid_map, char *
         helper_kill(&h);
         (void) waitpid(h.pid, NULL, 0);
         close(h.pidfd);
+        helper_free_stack(&h);
         return r < 0 ? r : 0;
 }
 
