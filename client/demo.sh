@@ -26,8 +26,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-if [ -d build ]; then meson setup --reconfigure build >/dev/null; else meson setup build >/dev/null; fi
-ninja -C build
+if [ -f build/meson-private/coredata.dat ]; then meson setup --reconfigure build >/dev/null; else meson setup build >/dev/null; fi
+ninja -C build >/dev/null
 
 # polkitd reads actions from the system directory only.
 install -D -m 0644 build/polkit/org.freedesktop.NamespaceResource1.policy \
@@ -98,9 +98,17 @@ for _ in $(seq 200); do
 done
 
 as_nobody=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+ctl=build/client/nsresctl
 echo "--- nsresctl info"
-"${as_nobody[@]}" build/client/nsresctl info
+"${as_nobody[@]}" $ctl info
 echo "--- as user nobody: nsresctl run -- id"
-"${as_nobody[@]}" build/client/nsresctl run --name demo -- sh -c 'id; echo "uid_map: $(cat /proc/self/uid_map)"'
+"${as_nobody[@]}" $ctl run -- id
+echo "--- as user nobody: nsresctl run -- cat /proc/self/uid_map /proc/self/gid_map"
+"${as_nobody[@]}" $ctl run -- cat /proc/self/uid_map /proc/self/gid_map
+# Released when the kernel destroys the namespace, a few tens of ms later.
+for _ in $(seq 100); do
+        [ "$($ctl info --json | grep -o '"Namespaces": *[0-9]*' | grep -o '[0-9]*$')" = 0 ] && break
+        sleep 0.05
+done
 echo "--- nsresd log"
 cat "$run/nsresd.log"

@@ -166,6 +166,7 @@ struct Manager {
         bool warned_permissive;
         char *fault_kill_after_map;     /* test-only fault injection, by final name */
         char *fault_helper_stop;
+        bool fault_no_bpf;
 };
 
 typedef struct CallerUid {
@@ -1620,6 +1621,8 @@ static void parse_faults(Manager *m) {
                         m->fault_kill_after_map = strdup(t + 15);
                 else if (strncmp(t, "helper-stop:", 12) == 0)
                         m->fault_helper_stop = strdup(t + 12);
+                else if (strcmp(t, "no-bpf") == 0)
+                        m->fault_no_bpf = true;
                 else
                         log_warning("Unknown fault '%s' in NSRESD_FAULT", t);
         }
@@ -1749,7 +1752,7 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load the registry: %m");
 
-        r = tracker_open(m->event, m->bpf_dir, on_teardown_event, m, &m->tracker);
+        r = m->fault_no_bpf ? -EOPNOTSUPP : tracker_open(m->event, m->bpf_dir, on_teardown_event, m, &m->tracker);
         if (r < 0) {
                 log_warning_errno(r, "BPF teardown tracking unavailable, polling every second instead: %m");
                 m->tracker = NULL;
