@@ -70,6 +70,8 @@
 #define RECHECK_USEC (2ULL * 1000ULL)
 #define RECHECK_TRIES 500u
 #define RECHECK_ACCURACY_USEC 100u
+/* Polling and the NSS index promise short delays: not sd-event's default 250 ms slack. */
+#define TIMER_ACCURACY_USEC (5ULL * 1000ULL)
 
 typedef struct Namespace {
         Manager *manager;
@@ -1752,6 +1754,15 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to load the registry: %m");
 
+        /* Before the tracker: draining old events may already queue suspects.
+         * sd-event's default accuracy (250 ms) would dominate teardown latency. */
+        r = sd_event_add_time_relative(m->event, &m->recheck_timer, CLOCK_MONOTONIC, RECHECK_USEC,
+                                       RECHECK_ACCURACY_USEC, on_recheck, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_OFF);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up timers: %m");
+
         r = m->fault_no_bpf ? -EOPNOTSUPP : tracker_open(m->event, m->bpf_dir, on_teardown_event, m, &m->tracker);
         if (r < 0) {
                 log_warning_errno(r, "BPF teardown tracking unavailable, polling every second instead: %m");
@@ -1778,19 +1789,14 @@ int manager_start(Manager *m) {
         manager_sweep(m, "namespace destroyed while the service was down");
 
         r = sd_event_add_time_relative(m->event, &m->sweep_timer, CLOCK_MONOTONIC,
-                                       m->tracker ? BACKSTOP_SWEEP_USEC : POLL_INTERVAL_USEC, 0,
+                                       m->tracker ? BACKSTOP_SWEEP_USEC : POLL_INTERVAL_USEC, TIMER_ACCURACY_USEC,
                                        on_sweep_timer, m);
-        if (r >= 0)
-                /* sd-event's default accuracy (250 ms) would dominate teardown latency. */
-                r = sd_event_add_time_relative(m->event, &m->recheck_timer, CLOCK_MONOTONIC, RECHECK_USEC,
-                                               RECHECK_ACCURACY_USEC, on_recheck, m);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_OFF);
         if (r >= 0)
                 r = sd_event_add_time_relative(m->event, &m->claims_timer, CLOCK_MONOTONIC, CLAIMS_REFRESH_USEC, 0,
                                                on_claims_timer, m);
         if (r >= 0)
-                r = sd_event_add_time_relative(m->event, &m->index_timer, CLOCK_MONOTONIC, 0, 0, on_index_timer, m);
+                r = sd_event_add_time_relative(m->event, &m->index_timer, CLOCK_MONOTONIC, 0, TIMER_ACCURACY_USEC,
+                                               on_index_timer, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up timers: %m");
         r = sd_event_add_inotify(m->event, &m->claims_watch, "/etc",
