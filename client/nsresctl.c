@@ -157,6 +157,95 @@ static int parse_uint32(const char *s, uint32_t *ret) {
         return 0;
 }
 
+static int json_from_bus_value(sd_bus_message *m, struct json_object **ret);
+
+/* The values from the current position of m to the end of the array or
+ * struct it is in, as a JSON array. */
+static int json_array_from_bus_values(sd_bus_message *m, struct json_object **ret) {
+        _cleanup_json_ struct json_object *j = json_object_new_array();
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+
+        for (;;) {
+                _cleanup_json_ struct json_object *element = NULL;
+
+                r = sd_bus_message_peek_type(m, NULL, NULL);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+
+                r = json_from_bus_value(m, &element);
+                if (r < 0)
+                        return r;
+                if (json_object_array_add(j, element) < 0)
+                        return -ENOMEM;
+                TAKE_PTR(element);
+        }
+
+        *ret = TAKE_PTR(j);
+        return 0;
+}
+
+/* The dictionary entries from the current position of m to the end of the
+ * dictionary, as a JSON object. */
+static int json_object_from_bus_entries(sd_bus_message *m, struct json_object **ret) {
+        _cleanup_json_ struct json_object *j = json_object_new_object();
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+
+        for (;;) {
+                _cleanup_json_ struct json_object *key = NULL, *element = NULL;
+                const char *entry_contents, *key_string;
+                char key_type;
+
+                r = sd_bus_message_peek_type(m, NULL, &entry_contents);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+
+                r = sd_bus_message_enter_container(m, SD_BUS_TYPE_DICT_ENTRY, entry_contents);
+                if (r < 0)
+                        return r;
+
+                /* Keys are basic types but JSON keys are strings: numbers
+                 * are used in their text form. */
+                r = sd_bus_message_peek_type(m, &key_type, NULL);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return -EBADMSG;
+                r = json_from_bus_value(m, &key);
+                if (r < 0)
+                        return r;
+                key_string = json_object_is_type(key, json_type_string)
+                        ? json_object_get_string(key)
+                        : json_object_to_json_string_ext(key, JSON_C_TO_STRING_PLAIN);
+                if (!key_string)
+                        return -ENOMEM;
+
+                r = json_from_bus_value(m, &element);
+                if (r < 0)
+                        return r;
+
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+
+                r = json_add(j, key_string, TAKE_PTR(element));
+                if (r < 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(j);
+        return 0;
+}
+
 /* Converts the complete value at the current position of m into JSON:
  * dictionaries become objects, arrays and structs arrays, variants their
  * content. Used for GetAll replies, so new properties show up without
@@ -175,122 +264,21 @@ static int json_from_bus_value(sd_bus_message *m, struct json_object **ret) {
 
         switch (type) {
 
-        case SD_BUS_TYPE_ARRAY: {
-                bool dict = contents[0] == SD_BUS_TYPE_DICT_ENTRY_BEGIN;
-
-                j = dict ? json_object_new_object() : json_object_new_array();
-                if (!j)
-                        return -ENOMEM;
-
-                r = sd_bus_message_enter_container(m, SD_BUS_TYPE_ARRAY, contents);
-                if (r < 0)
-                        return r;
-
-                for (;;) {
-                        _cleanup_json_ struct json_object *element = NULL;
-
-                        if (dict) {
-                                _cleanup_json_ struct json_object *key = NULL;
-                                const char *entry_contents, *key_string;
-                                char key_type;
-
-                                r = sd_bus_message_peek_type(m, NULL, &entry_contents);
-                                if (r < 0)
-                                        return r;
-                                if (r == 0)
-                                        break;
-
-                                r = sd_bus_message_enter_container(m, SD_BUS_TYPE_DICT_ENTRY, entry_contents);
-                                if (r < 0)
-                                        return r;
-
-                                /* Keys are basic types but JSON keys are
-                                 * strings: numbers are used in their text form. */
-                                r = sd_bus_message_peek_type(m, &key_type, NULL);
-                                if (r < 0)
-                                        return r;
-                                if (r == 0)
-                                        return -EBADMSG;
-                                r = json_from_bus_value(m, &key);
-                                if (r < 0)
-                                        return r;
-                                key_string = json_object_is_type(key, json_type_string)
-                                        ? json_object_get_string(key)
-                                        : json_object_to_json_string_ext(key, JSON_C_TO_STRING_PLAIN);
-                                if (!key_string)
-                                        return -ENOMEM;
-
-                                r = json_from_bus_value(m, &element);
-                                if (r < 0)
-                                        return r;
-
-                                r = sd_bus_message_exit_container(m);
-                                if (r < 0)
-                                        return r;
-
-                                r = json_add(j, key_string, TAKE_PTR(element));
-                                if (r < 0)
-                                        return r;
-                        } else {
-                                r = sd_bus_message_peek_type(m, NULL, NULL);
-                                if (r < 0)
-                                        return r;
-                                if (r == 0)
-                                        break;
-
-                                r = json_from_bus_value(m, &element);
-                                if (r < 0)
-                                        return r;
-
-                                if (json_object_array_add(j, element) < 0)
-                                        return -ENOMEM;
-                                TAKE_PTR(element);
-                        }
-                }
-
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-                break;
-        }
-
-        case SD_BUS_TYPE_VARIANT:
-                r = sd_bus_message_enter_container(m, SD_BUS_TYPE_VARIANT, contents);
-                if (r < 0)
-                        return r;
-                r = json_from_bus_value(m, &j);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-                break;
-
+        case SD_BUS_TYPE_ARRAY:
         case SD_BUS_TYPE_STRUCT:
-                j = json_object_new_array();
-                if (!j)
-                        return -ENOMEM;
-
-                r = sd_bus_message_enter_container(m, SD_BUS_TYPE_STRUCT, contents);
+        case SD_BUS_TYPE_VARIANT:
+                r = sd_bus_message_enter_container(m, type, contents);
                 if (r < 0)
                         return r;
 
-                for (;;) {
-                        _cleanup_json_ struct json_object *element = NULL;
-
-                        r = sd_bus_message_peek_type(m, NULL, NULL);
-                        if (r < 0)
-                                return r;
-                        if (r == 0)
-                                break;
-
-                        r = json_from_bus_value(m, &element);
-                        if (r < 0)
-                                return r;
-                        if (json_object_array_add(j, element) < 0)
-                                return -ENOMEM;
-                        TAKE_PTR(element);
-                }
+                if (type == SD_BUS_TYPE_VARIANT)
+                        r = json_from_bus_value(m, &j);
+                else if (type == SD_BUS_TYPE_ARRAY && contents[0] == SD_BUS_TYPE_DICT_ENTRY_BEGIN)
+                        r = json_object_from_bus_entries(m, &j);
+                else
+                        r = json_array_from_bus_values(m, &j);
+                if (r < 0)
+                        return r;
 
                 r = sd_bus_message_exit_container(m);
                 if (r < 0)
@@ -747,19 +735,21 @@ static OptionResult handle_common_option(int c) {
         }
 }
 
-/* Parses the options of a command that has only the common ones. Returns -1
- * to go on, or the exit status to stop with. */
-static int parse_common_options(int argc, char *argv[]) {
+/* Parses the options of the command line before the command, or of a command
+ * that has only the common ones. Returns -1 to go on, or the exit status to
+ * stop with. */
+static int parse_common_options(int argc, char *argv[], bool before_command) {
         static const struct option options[] = {
                 COMMON_OPTIONS,
                 {}
         };
         int c;
 
-        /* 0, not 1: makes glibc start over on a new argv. Options may come
-         * after the arguments here ("status NAME --json"). */
+        /* 0, not 1: makes glibc start over on a new argv. Before the command
+         * the first argument ends the options ("+"); a command takes them
+         * after its arguments too ("status NAME --json"). */
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hv", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, before_command ? "+hv" : "hv", options, NULL)) >= 0)
                 switch (handle_common_option(c)) {
                 case OPTION_CONTINUE:
                         break;
@@ -772,18 +762,28 @@ static int parse_common_options(int argc, char *argv[]) {
         return -1;
 }
 
+/* The same for a command that takes no arguments either. */
+static int parse_options_no_arguments(int argc, char *argv[], const char *verb) {
+        int r;
+
+        r = parse_common_options(argc, argv, false);
+        if (r >= 0)
+                return r;
+        if (optind < argc) {
+                log_error_msg("'%s' takes no arguments.", verb);
+                return EXIT_USAGE;
+        }
+        return -1;
+}
+
 static int verb_list(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(namespace_list_done) NamespaceList list = {};
         int r;
 
-        r = parse_common_options(argc, argv);
+        r = parse_options_no_arguments(argc, argv, "list");
         if (r >= 0)
                 return r;
-        if (optind < argc) {
-                log_error_msg("'list' takes no arguments.");
-                return EXIT_USAGE;
-        }
 
         if (bus_connect(&bus) < 0)
                 return EXIT_FAILURE;
@@ -852,7 +852,7 @@ static int verb_status(int argc, char *argv[]) {
         const char *what;
         int r;
 
-        r = parse_common_options(argc, argv);
+        r = parse_common_options(argc, argv, false);
         if (r >= 0)
                 return r;
         if (argc - optind != 1) {
@@ -884,13 +884,9 @@ static int verb_info(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
 
-        r = parse_common_options(argc, argv);
+        r = parse_options_no_arguments(argc, argv, "info");
         if (r >= 0)
                 return r;
-        if (optind < argc) {
-                log_error_msg("'info' takes no arguments.");
-                return EXIT_USAGE;
-        }
 
         if (bus_connect(&bus) < 0)
                 return EXIT_FAILURE;
@@ -944,13 +940,9 @@ static int verb_watch(int argc, char *argv[]) {
         sigset_t mask;
         int r;
 
-        r = parse_common_options(argc, argv);
+        r = parse_options_no_arguments(argc, argv, "watch");
         if (r >= 0)
                 return r;
-        if (optind < argc) {
-                log_error_msg("'watch' takes no arguments.");
-                return EXIT_USAGE;
-        }
 
         /* sd-event takes signals through a signalfd, which only sees
          * signals that are blocked. */
@@ -1473,28 +1465,17 @@ static const struct {
 };
 
 int main(int argc, char *argv[]) {
-        static const struct option options[] = {
-                COMMON_OPTIONS,
-                {}
-        };
         const char *verb;
-        int c;
+        int r;
 
         /* getopt prefixes its messages with argv[0]; a full path there is noise. */
         argv[0] = program_invocation_short_name;
 
         /* Verb functions return the exit status directly: run passes on the
          * command's own. */
-        while ((c = getopt_long(argc, argv, "+hv", options, NULL)) >= 0)
-                switch (handle_common_option(c)) {
-                case OPTION_CONTINUE:
-                        break;
-                case OPTION_EXIT_SUCCESS:
-                        return EXIT_SUCCESS;
-                case OPTION_NOT_COMMON:
-                case OPTION_EXIT_USAGE:
-                        return EXIT_USAGE;
-                }
+        r = parse_common_options(argc, argv, true);
+        if (r >= 0)
+                return r;
 
         if (optind >= argc) {
                 log_error_msg("Missing command. See 'nsresctl --help'.");

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "claims.h"
+#include "fileio.h"
 #include "log.h"
 #include "util.h"
 
@@ -151,25 +152,8 @@ int claims_user_gid(const Claims *c, uid_t uid, gid_t *ret) {
         return 0;
 }
 
-/* Strict decimal: digits only, no sign, no spaces, fits 32 bits. */
-static int parse_u32(const char *s, size_t len, uint32_t *ret) {
-        uint64_t v = 0;
-
-        if (len == 0 || len > 10)
-                return -EINVAL;
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -EINVAL;
-                v = v * 10 + (uint64_t) (s[i] - '0');
-        }
-        if (v > UINT32_MAX)
-                return -ERANGE;
-        *ret = (uint32_t) v;
-        return 0;
-}
-
 static int parse_u32_string(const char *s, uint32_t *ret) {
-        return parse_u32(s, strlen(s), ret);
+        return parse_decimal_u32(s, strlen(s), ret);
 }
 
 static bool is_blank(char ch) {
@@ -189,7 +173,7 @@ static int parse_subid_line(const char *line, uint32_t *ret_start, uint32_t *ret
         if (!colon2)
                 return -EINVAL;
 
-        if (parse_u32(fields, (size_t) (colon2 - fields), &start) < 0)
+        if (parse_decimal_u32(fields, (size_t) (colon2 - fields), &start) < 0)
                 return -EINVAL;
         if (parse_u32_string(colon2 + 1, &count) < 0)
                 return -EINVAL;
@@ -299,15 +283,11 @@ static int for_each_dir_entry(const char *path, Claims *c,
         for (;;) {
                 struct dirent *de;
 
-                errno = 0;
-                de = readdir(d);
-                if (!de) {
-                        if (errno != 0)
-                                return log_warning_errno(errno, "Failed to read directory '%s': %m", path);
+                r = read_dir_entry(d, &de);
+                if (r < 0)
+                        return log_warning_errno(r, "Failed to read directory '%s': %m", path);
+                if (r == 0)
                         return 0;
-                }
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                        continue;
                 r = fn(d, de, c, path);
                 if (r < 0)
                         return r;
@@ -326,20 +306,14 @@ static int on_dynamic_uid(DIR *d, const struct dirent *de, Claims *c, const char
         return claims_add(c, uid, 1);
 }
 
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-
-        return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 /* "start"/"size" from one registry file of systemd-nsresourced. */
 static int read_nsresourced_file(int dir_fd, const char *name, uint32_t *ret_start, uint32_t *ret_count) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
         struct json_object *root, *o;
         int64_t start, size;
-        size_t n = 0;
         struct stat st;
+        ssize_t n;
         int r = -EBADMSG;
 
         /* Its symlinks (by name, by uid) lead to the same file; following them is fine. */
@@ -354,18 +328,9 @@ static int read_nsresourced_file(int dir_fd, const char *name, uint32_t *ret_sta
         buf = malloc(NSRESOURCED_FILE_MAX + 1);
         if (!buf)
                 return -ENOMEM;
-        while (n < NSRESOURCED_FILE_MAX) {
-                ssize_t k = read(fd, buf + n, NSRESOURCED_FILE_MAX - n);
-
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
+        n = read_full(fd, buf, NSRESOURCED_FILE_MAX);
+        if (n < 0)
+                return (int) n;
         buf[n] = '\0';
 
         root = json_tokener_parse(buf);
@@ -409,7 +374,7 @@ static int on_nsresourced(DIR *d, const struct dirent *de, Claims *c, const char
                 const char *digits = de->d_name + 1;
                 size_t len = strlen(digits) - strlen(".userns");
 
-                if (parse_u32(digits, len, &start) >= 0) {
+                if (parse_decimal_u32(digits, len, &start) >= 0) {
                         count = (uint32_t) (ID_SPACE_END - start < CONTAINER_RANGE_SIZE ? ID_SPACE_END - start
                                                                                          : CONTAINER_RANGE_SIZE);
                         return claims_add(c, start, count);
@@ -430,94 +395,96 @@ static int on_nspawn_uid(DIR *d, const struct dirent *de, Claims *c, const char 
         return claims_add(c, base, count);
 }
 
-static int collect_nss_users(Claims *c) {
+/* One database NSS enumerates: next() reads an entry with getpwent_r() or
+ * getgrent_r() and adds its ids to c. It returns 1 after adding an entry, 0
+ * if there was none (with the function's error in *ret_error), or a negative
+ * errno if adding failed. */
+typedef struct NssDatabase {
+        const char *what;
+        void (*begin)(void);
+        void (*end)(void);
+        int (*next)(Claims *c, char *buf, size_t size, int *ret_error);
+} NssDatabase;
+
+static int next_user(Claims *c, char *buf, size_t size, int *ret_error) {
+        struct passwd pw, *result = NULL;
+        int r;
+
+        *ret_error = getpwent_r(&pw, buf, size, &result);
+        if (!result)
+                return 0;
+        r = claims_add(c, pw.pw_uid, 1);
+        if (r >= 0)
+                r = claims_add(c, pw.pw_gid, 1);
+        if (r >= 0)
+                r = append_user(c, pw.pw_uid, pw.pw_gid);
+        return r < 0 ? r : 1;
+}
+
+static int next_group(Claims *c, char *buf, size_t size, int *ret_error) {
+        struct group gr, *result = NULL;
+        int r;
+
+        *ret_error = getgrent_r(&gr, buf, size, &result);
+        if (!result)
+                return 0;
+        r = claims_add(c, gr.gr_gid, 1);
+        return r < 0 ? r : 1;
+}
+
+static const NssDatabase nss_users = {
+        .what = "users",
+        .begin = setpwent,
+        .end = endpwent,
+        .next = next_user,
+};
+
+static const NssDatabase nss_groups = {
+        .what = "groups",
+        .begin = setgrent,
+        .end = endgrent,
+        .next = next_group,
+};
+
+static int collect_nss(Claims *c, const NssDatabase *db) {
         _cleanup_free_ char *buf = NULL;
         size_t size = 4096;
-        int r = 0;
+        int r;
 
         buf = malloc(size);
         if (!buf)
                 return -ENOMEM;
 
-        setpwent();
+        db->begin();
         for (;;) {
-                struct passwd pw, *result = NULL;
-                int k;
+                int k = 0;
 
-                k = getpwent_r(&pw, buf, size, &result);
-                if (result) {
-                        r = claims_add(c, pw.pw_uid, 1);
-                        if (r >= 0)
-                                r = claims_add(c, pw.pw_gid, 1);
-                        if (r >= 0)
-                                r = append_user(c, pw.pw_uid, pw.pw_gid);
-                        if (r < 0)
-                                break;
+                r = db->next(c, buf, size, &k);
+                if (r > 0)
                         continue;
-                }
-                /* glibc retries the same entry after ERANGE. */
+                if (r < 0)
+                        break;
+                /* glibc retries the same entry after ERANGE; groups with many
+                 * members outgrow small buffers quickly. */
                 if (k == ERANGE && size < NSS_BUFFER_MAX) {
-                        char *p;
+                        char *p = realloc(buf, size * 2);
 
-                        size *= 2;
-                        p = realloc(buf, size);
                         if (!p) {
                                 r = -ENOMEM;
                                 break;
                         }
                         buf = p;
+                        size *= 2;
                         continue;
                 }
                 /* ENOENT (and 0, from some modules) marks the end. Anything else
                  * means a source failed to answer: better no list than a
                  * short one, which would let us hand out a user's id. */
                 if (k != 0 && k != ENOENT)
-                        r = log_warning_errno(k, "Failed to enumerate users: %m");
+                        r = log_warning_errno(k, "Failed to enumerate %s: %m", db->what);
                 break;
         }
-        endpwent();
-        return r;
-}
-
-static int collect_nss_groups(Claims *c) {
-        _cleanup_free_ char *buf = NULL;
-        size_t size = 4096;
-        int r = 0;
-
-        buf = malloc(size);
-        if (!buf)
-                return -ENOMEM;
-
-        setgrent();
-        for (;;) {
-                struct group gr, *result = NULL;
-                int k;
-
-                k = getgrent_r(&gr, buf, size, &result);
-                if (result) {
-                        r = claims_add(c, gr.gr_gid, 1);
-                        if (r < 0)
-                                break;
-                        continue;
-                }
-                /* Groups with many members outgrow small buffers quickly. */
-                if (k == ERANGE && size < NSS_BUFFER_MAX) {
-                        char *p;
-
-                        size *= 2;
-                        p = realloc(buf, size);
-                        if (!p) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        buf = p;
-                        continue;
-                }
-                if (k != 0 && k != ENOENT)
-                        r = log_warning_errno(k, "Failed to enumerate groups: %m");
-                break;
-        }
-        endgrent();
+        db->end();
         return r;
 }
 
@@ -620,9 +587,9 @@ int claims_collect(const ClaimSources *src, Claims *ret) {
         if (r >= 0)
                 r = for_each_dir_entry(src->nspawn_uid_dir, &c, on_nspawn_uid);
         if (r >= 0 && src->use_nss) {
-                r = collect_nss_users(&c);
+                r = collect_nss(&c, &nss_users);
                 if (r >= 0)
-                        r = collect_nss_groups(&c);
+                        r = collect_nss(&c, &nss_groups);
         }
         if (r >= 0)
                 r = finish_users(&c);

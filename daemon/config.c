@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "fileio.h"
 #include "util.h"
 
 /* Ranges of 65536 ids are handed out in aligned blocks. */
@@ -117,22 +118,6 @@ static bool span_equals(const char *s, size_t len, const char *word) {
         return strlen(word) == len && memcmp(s, word, len) == 0;
 }
 
-static int parse_number(const char *s, size_t len, uint32_t *ret) {
-        uint64_t v = 0;
-
-        if (len == 0 || len > 10)
-                return -EINVAL;
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -EINVAL;
-                v = v * 10 + (uint64_t) (s[i] - '0');
-        }
-        if (v > UINT32_MAX)
-                return -ERANGE;
-        *ret = (uint32_t) v;
-        return 0;
-}
-
 static int assign(Config *c, const ConfigKey *key, const char *value, size_t len,
                   const char *origin, unsigned line, char **ret_error) {
         uint32_t n;
@@ -140,16 +125,21 @@ static int assign(Config *c, const ConfigKey *key, const char *value, size_t len
         switch (key->type) {
         case VALUE_ID:
         case VALUE_COUNT:
-                if (parse_number(value, len, &n) < 0)
+                if (parse_decimal_u32(value, len, &n) < 0)
                         return fail(ret_error, "%s:%u: %s= wants a decimal number from %u to %u, not '%.*s'",
                                     origin, line, key->name, key->type == VALUE_COUNT ? 1u : 0u, UINT32_MAX,
                                     (int) len, value);
                 if (key->type == VALUE_COUNT && n == 0)
                         return fail(ret_error, "%s:%u: %s= must be at least 1", origin, line, key->name);
                 /* Both kinds of field are 32 bits wide. */
-                if (key->type == VALUE_ID)
+                if (key->type == VALUE_ID) {
+                        /* The pool bounds are the first keys of the table. */
+                        size_t bound = (size_t) (key - config_keys);
+
                         *(uint32_t *) ((char *) c + key->offset) = n;
-                else
+                        if (bound < _POOL_BOUND_MAX)
+                                snprintf(c->pool_origin[bound], sizeof(c->pool_origin[bound]), "%s:%u", origin, line);
+                } else
                         *(unsigned *) ((char *) c + key->offset) = n;
                 return 0;
 
@@ -250,8 +240,8 @@ int config_parse_text(Config *c, const char *text, const char *origin, char **re
 static int read_file(int dir_fd, const char *name, const char *path, char **ret, char **ret_error) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
-        size_t n = 0;
         struct stat st;
+        ssize_t n;
 
         fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
@@ -272,24 +262,15 @@ static int read_file(int dir_fd, const char *name, const char *path, char **ret,
         buf = malloc(CONFIG_FILE_MAX + 1);
         if (!buf)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t k;
-
-                if (n > CONFIG_FILE_MAX)
-                        return fail(ret_error, "%s: Larger than %u bytes", path, CONFIG_FILE_MAX);
-                k = read(fd, buf + n, CONFIG_FILE_MAX + 1 - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        int r = -errno;
-                        fail(ret_error, "%s: Failed to read: %s", path, strerror(-r));
-                        return r;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
+        n = read_full(fd, buf, CONFIG_FILE_MAX + 1);
+        if (n < 0) {
+                int r = (int) n;
+                fail(ret_error, "%s: Failed to read: %s", path, strerror(-r));
+                return r;
         }
-        if (memchr(buf, '\0', n))
+        if (n > (ssize_t) CONFIG_FILE_MAX)
+                return fail(ret_error, "%s: Larger than %u bytes", path, CONFIG_FILE_MAX);
+        if (memchr(buf, '\0', (size_t) n))
                 return fail(ret_error, "%s: Contains a NUL byte", path);
         buf[n] = '\0';
 
@@ -358,15 +339,11 @@ static int load_dropins(Config *c, const char *dir_path, char **ret_error) {
         for (;;) {
                 struct dirent *de;
 
-                errno = 0;
-                de = readdir(d);
-                if (!de) {
-                        if (errno != 0) {
-                                r = -errno;
-                                fail(ret_error, "%s: Failed to read directory: %s", dir_path, strerror(-r));
-                        }
+                r = read_dir_entry(d, &de);
+                if (r < 0)
+                        fail(ret_error, "%s: Failed to read directory: %s", dir_path, strerror(-r));
+                if (r <= 0)
                         break;
-                }
                 if (!is_dropin_name(de->d_name))
                         continue;
                 if (n == allocated) {
@@ -434,34 +411,47 @@ int config_load(Config *c, const char *path, char **ret_error) {
         return 0;
 }
 
+static const char *pool_origin(const Config *c, PoolBound b) {
+        return c->pool_origin[b][0] ? c->pool_origin[b] : "(default)";
+}
+
 int config_verify(const Config *c, char **ret_error) {
         /* uid_t -1 means "no id" to the kernel and cannot be mapped. */
         const uint32_t invalid_id = UINT32_MAX;
 
         if (c->range_start % BLOCK_SIZE != 0)
-                return fail(ret_error, "RangeStart=%u is not a multiple of %u", c->range_start, BLOCK_SIZE);
+                return fail(ret_error, "%s: RangeStart=%u is not a multiple of %u",
+                            pool_origin(c, POOL_RANGE_START), c->range_start, BLOCK_SIZE);
         if (((uint64_t) c->range_end + 1) % BLOCK_SIZE != 0)
-                return fail(ret_error, "RangeEnd=%u must be one less than a multiple of %u", c->range_end, BLOCK_SIZE);
+                return fail(ret_error, "%s: RangeEnd=%u must be one less than a multiple of %u",
+                            pool_origin(c, POOL_RANGE_END), c->range_end, BLOCK_SIZE);
         if (c->range_start >= c->range_end)
-                return fail(ret_error, "RangeStart=%u must be below RangeEnd=%u", c->range_start, c->range_end);
+                return fail(ret_error, "%s: RangeStart=%u must be below RangeEnd=%u (%s)",
+                            pool_origin(c, POOL_RANGE_START), c->range_start, c->range_end,
+                            pool_origin(c, POOL_RANGE_END));
         /* Handing out root's id would give a namespace root's files. */
         if (c->range_start == 0)
-                return fail(ret_error, "RangeStart=0 would hand out uid 0 (root)");
+                return fail(ret_error, "%s: RangeStart=0 would hand out uid 0 (root)",
+                            pool_origin(c, POOL_RANGE_START));
         if (c->range_end == invalid_id)
-                return fail(ret_error, "RangeEnd=%u includes the invalid id %u; the highest usable RangeEnd is %u",
-                            c->range_end, invalid_id, invalid_id - BLOCK_SIZE);
+                return fail(ret_error, "%s: RangeEnd=%u includes the invalid id %u; the highest usable RangeEnd is %u",
+                            pool_origin(c, POOL_RANGE_END), c->range_end, invalid_id, invalid_id - BLOCK_SIZE);
 
         if (c->single_range_start > c->single_range_end)
-                return fail(ret_error, "SingleRangeStart=%u must not be above SingleRangeEnd=%u",
-                            c->single_range_start, c->single_range_end);
+                return fail(ret_error, "%s: SingleRangeStart=%u must not be above SingleRangeEnd=%u (%s)",
+                            pool_origin(c, POOL_SINGLE_START), c->single_range_start, c->single_range_end,
+                            pool_origin(c, POOL_SINGLE_END));
         if (c->single_range_start == 0)
-                return fail(ret_error, "SingleRangeStart=0 would hand out uid 0 (root)");
+                return fail(ret_error, "%s: SingleRangeStart=0 would hand out uid 0 (root)",
+                            pool_origin(c, POOL_SINGLE_START));
         if (c->single_range_end == invalid_id)
-                return fail(ret_error, "SingleRangeEnd=%u is the invalid id", c->single_range_end);
+                return fail(ret_error, "%s: SingleRangeEnd=%u is the invalid id",
+                            pool_origin(c, POOL_SINGLE_END), c->single_range_end);
         if (c->single_range_start <= c->range_end && c->range_start <= c->single_range_end)
                 return fail(ret_error,
-                            "SingleRangeStart=%u..SingleRangeEnd=%u overlaps RangeStart=%u..RangeEnd=%u",
-                            c->single_range_start, c->single_range_end, c->range_start, c->range_end);
+                            "%s: SingleRangeStart=%u..SingleRangeEnd=%u overlaps RangeStart=%u..RangeEnd=%u (%s)",
+                            pool_origin(c, POOL_SINGLE_START), c->single_range_start, c->single_range_end,
+                            c->range_start, c->range_end, pool_origin(c, POOL_RANGE_START));
 
         if (c->max_namespaces_per_owner == 0)
                 return fail(ret_error, "MaxNamespacesPerOwner= must be at least 1");

@@ -17,6 +17,14 @@ typedef enum RestrictionMode {
         RESTRICTION_OFF,
 } RestrictionMode;
 
+typedef enum PoolBound {
+        POOL_RANGE_START,
+        POOL_RANGE_END,
+        POOL_SINGLE_START,
+        POOL_SINGLE_END,
+        _POOL_BOUND_MAX,
+} PoolBound;
+
 typedef struct Config {
         /* [Allocator] */
         uint32_t range_start;                   /* 524288 */
@@ -31,6 +39,11 @@ typedef struct Config {
         unsigned max_network_interfaces_per_owner; /* 64 */
         /* [Security] */
         RestrictionMode restriction;            /* enforce */
+
+        /* "FILE:LINE" that last set each pool bound, empty for the default:
+         * the pool is checked as a whole after every file was read, and its
+         * errors still point at a line. */
+        char pool_origin[_POOL_BOUND_MAX][256];
 } Config;
 
 void config_defaults(Config *c);

@@ -121,6 +121,11 @@ typedef struct Request {
         struct Request *queue_prev, *queue_next;
         bool queued;
         bool holds_bus_slot;
+        /* In its caller's arrival queue until identified. */
+        struct Request *sender_next;
+        bool in_sender_queue;
+        bool identified;
+        int identify_error;
         sd_bus_slot *uid_slot;
         PolkitCall *polkit;
         Helper helper;
@@ -149,6 +154,7 @@ struct Manager {
         Hashmap *helpers;       /* pid -> HelperWatch, until reaped */
         Hashmap *suspects;      /* u64 -> Namespace whose teardown event came before its death */
         Hashmap *caller_uids;   /* unique bus name -> CallerUid */
+        Hashmap *identifying;   /* unique bus name -> SenderQueue */
         CallQueue polkit_calls;
         CallQueue lookup_calls;
         unsigned n_requests;
@@ -578,6 +584,8 @@ static void caller_uid_remember(Manager *m, const char *name, uid_t uid) {
                 free(c);
 }
 
+static void sender_queue_unlink(Request *req);
+
 static Request *request_free(Request *req) {
         Manager *m;
 
@@ -606,6 +614,8 @@ static Request *request_free(Request *req) {
         sd_bus_slot_unref(req->uid_slot);
         polkit_cancel(req->polkit);
         request_bus_call_done(req);
+        if (req->in_sender_queue)
+                sender_queue_unlink(req);
 
         helper_kill(&req->helper);
         sd_event_source_disable_unref(req->helper_io);
@@ -950,28 +960,39 @@ static void request_commit(Request *req) {
 
 static void on_polkit(PolkitResult result, const sd_bus_error *error, void *userdata) {
         Request *req = userdata;
+        bool others = req->info.owner != req->caller;
+        char what[96];
 
         req->polkit = NULL;
         request_bus_call_done(req);
+
+        if (others)
+                snprintf(what, sizeof(what), "act on a user namespace that belongs to uid %u", (unsigned) req->info.owner);
+        else
+                snprintf(what, sizeof(what), "%s",
+                         req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
+
         switch (result) {
         case POLKIT_ALLOWED:
                 return request_commit(req);
         case POLKIT_CHALLENGE:
+                /* With interaction allowed polkit already tried to ask: no
+                 * agent could. Retrying would not help, so it is a denial. */
+                if (sd_bus_message_get_allow_interactive_authorization(req->message) > 0)
+                        return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED,
+                                            "Authentication is required to %s, and no polkit agent could ask for it", what);
                 return request_fail(req, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
-                                    "Authentication is required to %s, and the call did not allow interaction",
-                                    req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
+                                    "Authentication is required to %s: call again allowing interactive authorization", what);
         case POLKIT_DENIED:
-                if (req->info.owner != req->caller)
+                if (others)
                         return request_fail(req, ERROR_PREFIX "NotOwner",
                                             "The user namespace belongs to uid %u, not to you (uid %u)",
                                             (unsigned) req->info.owner, (unsigned) req->caller);
-                return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED,
-                                    "Not authorized to %s",
-                                    req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
+                return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s", what);
         case POLKIT_FAILED:
         default:
                 return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED,
-                                    "Could not check authorization with polkit: %s",
+                                    "Could not check authorization to %s with polkit: %s", what,
                                     error && error->message ? error->message : "no answer");
         }
 }
@@ -1064,28 +1085,112 @@ static void request_ask_polkit(Request *req) {
                 return request_fail_errno(req, r, "Failed to ask polkit");
 }
 
+/* A caller's requests are authorized in the order they arrived, whichever
+ * learns its uid first (the cache answers at once, the bus later): limits
+ * then refuse the last ones, not arbitrary ones. */
+typedef struct SenderQueue {
+        Request *head, *tail;
+        char sender[];
+} SenderQueue;
+
+static int sender_queue_push(Request *req) {
+        Manager *m = req->manager;
+        const char *sender = sd_bus_message_get_sender(req->message);
+        SenderQueue *q = hashmap_get_string(m->identifying, sender);
+
+        if (!q) {
+                q = calloc(1, sizeof(SenderQueue) + strlen(sender) + 1);
+                if (!q)
+                        return -ENOMEM;
+                strcpy(q->sender, sender);
+                if (hashmap_put_string(m->identifying, q->sender, q) < 0) {
+                        free(q);
+                        return -ENOMEM;
+                }
+        }
+        if (q->tail)
+                q->tail->sender_next = req;
+        else
+                q->head = req;
+        q->tail = req;
+        req->in_sender_queue = true;
+        return 0;
+}
+
+static void sender_queue_unlink(Request *req) {
+        Manager *m = req->manager;
+        SenderQueue *q = hashmap_get_string(m->identifying, sd_bus_message_get_sender(req->message));
+        Request *prev = NULL;
+
+        if (!q)
+                return;
+        for (Request *i = q->head; i; prev = i, i = i->sender_next) {
+                if (i != req)
+                        continue;
+                if (prev)
+                        prev->sender_next = req->sender_next;
+                else
+                        q->head = req->sender_next;
+                if (q->tail == req)
+                        q->tail = prev;
+                break;
+        }
+        req->sender_next = NULL;
+        req->in_sender_queue = false;
+        if (!q->head) {
+                hashmap_remove_string(m->identifying, q->sender);
+                free(q);
+        }
+}
+
+static void sender_queue_advance(Manager *m, const char *sender) {
+        char name[256];
+
+        /* The string may belong to a message that a failing request frees. */
+        snprintf(name, sizeof(name), "%s", sender);
+        for (;;) {
+                SenderQueue *q = hashmap_get_string(m->identifying, name);
+                Request *req = q ? q->head : NULL;
+
+                if (!req || !req->identified)
+                        return;
+                sender_queue_unlink(req);
+                if (req->identify_error < 0)
+                        request_fail(req, SD_BUS_ERROR_FAILED, "Could not identify the caller: %s",
+                                     strerror(-req->identify_error));
+                else
+                        request_authorize(req);
+        }
+}
+
+static void request_identified(Request *req, uid_t uid, int error) {
+        char name[256];
+
+        snprintf(name, sizeof(name), "%s", sd_bus_message_get_sender(req->message));
+        req->caller = uid;
+        req->identify_error = error;
+        req->identified = true;
+        sender_queue_advance(req->manager, name);
+}
+
 static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Request *req = userdata;
-        uint32_t uid;
+        uint32_t uid = (uint32_t) -1;
         int r;
 
         (void) ret_error;
         req->uid_slot = sd_bus_slot_unref(req->uid_slot);
         request_bus_call_done(req);
 
-        if (sd_bus_message_is_method_error(reply, NULL)) {
-                request_fail(req, SD_BUS_ERROR_FAILED, "Could not identify the caller: %s",
-                             sd_bus_message_get_error(reply)->message);
-                return 0;
+        if (sd_bus_message_is_method_error(reply, NULL))
+                r = -sd_bus_message_get_errno(reply) ?: -EIO;
+        else
+                r = sd_bus_message_read(reply, "u", &uid);
+        if (r >= 0) {
+                r = 0;
+                caller_uid_remember(req->manager, sd_bus_message_get_sender(req->message), uid);
         }
-        r = sd_bus_message_read(reply, "u", &uid);
-        if (r < 0) {
-                request_fail_errno(req, r, "Could not identify the caller");
-                return 0;
-        }
-        req->caller = uid;
-        caller_uid_remember(req->manager, sd_bus_message_get_sender(req->message), uid);
-        request_authorize(req);
+        request_identified(req, uid, r);
         return 0;
 }
 
@@ -1095,25 +1200,28 @@ static void request_ask_caller_uid(Request *req) {
 
         /* Another request of the same caller may have learnt it meanwhile. */
         if (c) {
-                req->caller = c->uid;
                 request_bus_call_done(req);
-                return request_authorize(req);
+                return request_identified(req, c->uid, 0);
         }
 
         r = sd_bus_call_method_async(req->manager->bus, &req->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                      "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, req,
                                      "s", sd_bus_message_get_sender(req->message));
-        if (r < 0)
-                request_fail_errno(req, r, "Could not identify the caller");
+        if (r < 0) {
+                request_bus_call_done(req);
+                request_identified(req, (uid_t) -1, r);
+        }
 }
 
 static void request_identify_caller(Request *req) {
         const CallerUid *c = hashmap_get_string(req->manager->caller_uids, sd_bus_message_get_sender(req->message));
+        int r;
 
-        if (c) {
-                req->caller = c->uid;
-                return request_authorize(req);
-        }
+        r = sender_queue_push(req);
+        if (r < 0)
+                return request_fail_errno(req, r, "Could not queue the request");
+        if (c)
+                return request_identified(req, c->uid, 0);
         request_bus_call(req, &req->manager->lookup_calls, request_ask_caller_uid);
 }
 
@@ -1681,7 +1789,8 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->lookup_calls.max = MAX_LOOKUP_CALLS;
         m->helpers = hashmap_new_u64();
         m->suspects = hashmap_new_u64();
-        if (!m->helpers || !m->suspects || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
+        m->identifying = hashmap_new_string();
+        if (!m->helpers || !m->suspects || !m->identifying || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
             !m->pending_ids || !m->pending_names || !m->requests_per_caller) {
                 manager_free(m);
                 return -ENOMEM;
@@ -1871,6 +1980,7 @@ Manager *manager_free(Manager *m) {
         hashmap_free(m->requests_per_caller);
         hashmap_free(m->helpers);
         hashmap_free(m->suspects);
+        hashmap_free(m->identifying);
         caller_uids_clear(m);
         if (m->nsfs_fd >= 0)
                 close(m->nsfs_fd);

@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 
+#include "fileio.h"
 #include "registry.h"
 #include "util.h"
 
@@ -552,7 +553,7 @@ static int read_entry_file(int dir_fd, const char *name, char **ret) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
         struct stat st;
-        size_t n = 0;
+        ssize_t n;
 
         fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
@@ -565,22 +566,10 @@ static int read_entry_file(int dir_fd, const char *name, char **ret) {
         buf = malloc(ENTRY_FILE_MAX + 1);
         if (!buf)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t k;
-
-                if (n > ENTRY_FILE_MAX)
-                        return -EBADMSG;
-                k = read(fd, buf + n, ENTRY_FILE_MAX + 1 - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
-        if (memchr(buf, '\0', n))
+        n = read_full(fd, buf, ENTRY_FILE_MAX + 1);
+        if (n < 0)
+                return (int) n;
+        if (n > (ssize_t) ENTRY_FILE_MAX || memchr(buf, '\0', (size_t) n))
                 return -EBADMSG;
         buf[n] = '\0';
 
@@ -644,15 +633,9 @@ static int list_dir(int dir_fd, NameList *ret) {
         for (;;) {
                 struct dirent *de;
 
-                errno = 0;
-                de = readdir(d);
-                if (!de) {
-                        if (errno != 0)
-                                r = -errno;
+                r = read_dir_entry(d, &de);
+                if (r <= 0)
                         break;
-                }
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                        continue;
                 r = name_list_add(&l, de->d_name);
                 if (r < 0)
                         break;
@@ -681,12 +664,6 @@ static void report_corrupt(Registry *r, const RegistryLoadCallbacks *cb, void *u
         if (asprintf(&path, "%s/%s/%s", r->state_dir, where, name) < 0)
                 path = NULL;
         cb->corrupt(path ? path : name, uid_start, size, userdata);
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t a = strlen(s), b = strlen(suffix);
-
-        return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
 /* 0 and *ret filled for a good entry, -EBADMSG for a corrupt one. */

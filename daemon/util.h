@@ -2,6 +2,9 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -33,3 +36,9 @@ static inline void fclosep(FILE **f) {
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
+
+/* Strict decimal of the len characters at s: digits only, no sign, no
+ * spaces, at most 10 of them. -EINVAL if malformed, -ERANGE above 32 bits. */
+int parse_decimal_u32(const char *s, size_t len, uint32_t *ret);
+
+bool has_suffix(const char *s, const char *suffix);

@@ -651,11 +651,14 @@ class Environment:
 
     raised_limits=False keeps dbus-daemon's own system-bus limits; a
     secondary environment (primary=False) is a further bus only: it leaves
-    bpffs and child reaping to the primary one."""
+    bpffs and child reaping to the primary one. extra_policies: further bus
+    policy files to include (e.g. the one that lets the real polkitd own its
+    name)."""
 
-    def __init__(self, raised_limits=True, primary=True):
+    def __init__(self, raised_limits=True, primary=True, extra_policies=()):
         self.raised_limits = raised_limits
         self.primary = primary
+        self.extra_policies = [Path(p) for p in extra_policies]
         self.root = Path(tempfile.mkdtemp(prefix='nsresd-it-'))
         # Clients run as nobody and daemon: they must reach the socket and
         # the state directories below.
@@ -677,6 +680,7 @@ class Environment:
         socket_path = self.root / 'system_bus_socket'
         include = (f'<include ignore_missing="yes">{BUS_POLICY}</include>'
                    if BUS_POLICY.exists() else '')
+        include += ''.join(f'\n  <include>{p}</include>' for p in self.extra_policies)
         conf = (HERE / 'system-bus.conf.in').read_text()
         conf = conf.replace('@SOCKET@', str(socket_path)).replace('@INCLUDE@', include)
         if not self.raised_limits:

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,34 +7,10 @@
 #include <sys/stat.h>
 
 #include "claims.h"
+#include "test-util.h"
 #include "util.h"
 
-static unsigned failures;
-
-#define CHECK(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define REQUIRE(expr)                                                                   \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: required check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        exit(EXIT_FAILURE);                                             \
-                }                                                                       \
-        } while (0)
-
-static char tmp_root[] = "/tmp/test-claims-XXXXXX";
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        (void) st;
-        (void) flag;
-        (void) ftw;
-        return remove(path);
-}
+static const char *tmp_root;
 
 static bool claimed(const Claims *c, uint32_t id) {
         for (size_t i = 0; i < c->n_ranges; i++)
@@ -52,26 +27,16 @@ static bool ranges_normalised(const Claims *c) {
         return true;
 }
 
-static char *path_join(const char *a, const char *b) {
-        char *s;
-
-        REQUIRE(asprintf(&s, "%s/%s", a, b) > 0);
-        return s;
-}
-
 static void write_text(const char *dir, const char *name, const char *text) {
-        _cleanup_free_ char *path = path_join(dir, name);
-        FILE *f = fopen(path, "we");
+        _cleanup_free_ char *path = test_path_join(dir, name);
 
-        REQUIRE(f);
-        fputs(text, f);
-        REQUIRE(fclose(f) == 0);
+        test_write_text(path, text);
 }
 
 static char *make_dir(const char *name) {
-        char *path = path_join(tmp_root, name);
+        char *path = test_path_join(tmp_root, name);
 
-        REQUIRE(mkdir(path, 0755) == 0);
+        CHECK(mkdir(path, 0755) == 0);
         return path;
 }
 
@@ -79,7 +44,7 @@ static int parse_text(const char *text, Claims *c, unsigned *bad) {
         FILE *f = fmemopen((void *) text, strlen(text), "r");
         int r;
 
-        REQUIRE(f);
+        CHECK(f);
         r = claims_parse_subid(f, c, bad);
         fclose(f);
         return r;
@@ -113,7 +78,7 @@ static void test_parse_subid(void) {
 
         CHECK(parse_text(text, &c, &bad) == 0);
         CHECK(bad == 12);
-        REQUIRE(c.n_ranges == 5);
+        CHECK(c.n_ranges == 5);
         CHECK(c.ranges[0].start == 100000 && c.ranges[0].count == 65536);
         CHECK(c.ranges[1].start == 165536 && c.ranges[1].count == 65536);
         CHECK(c.ranges[2].start == 231072 && c.ranges[2].count == 65536);
@@ -151,7 +116,7 @@ static void test_add(void) {
         CHECK(claims_add(&c, 4294967295u, 2) == -EINVAL);
         CHECK(claims_add(&c, 4294967295u, 1) == 0);
         for (uint32_t i = 0; i < 1000; i++)
-                REQUIRE(claims_add(&c, i * 2, 1) == 0);
+                CHECK(claims_add(&c, i * 2, 1) == 0);
         CHECK(c.n_ranges == 1001);
         CHECK(claimed(&c, 1998) && !claimed(&c, 1999));
 
@@ -173,9 +138,9 @@ static void test_add(void) {
 
         /* Many users in descending order stay sorted and searchable. */
         for (uint32_t u = 200000; u > 100000; u -= 3)
-                REQUIRE(claims_add_user(&c, u, u + 1) == 0);
+                CHECK(claims_add_user(&c, u, u + 1) == 0);
         for (size_t i = 1; i < c.n_users; i++)
-                REQUIRE(c.users[i - 1].uid < c.users[i].uid);
+                CHECK(c.users[i - 1].uid < c.users[i].uid);
         CHECK(claims_user_gid(&c, 150002, &gid) == 0 && gid == 150003);
         CHECK(claims_user_gid(&c, 150001, &gid) == -ENOENT);
         claims_done(&c);
@@ -185,12 +150,12 @@ static void test_add(void) {
 }
 
 static void test_collect_dirs(void) {
-        _cleanup_free_ char *subuid = path_join(tmp_root, "subuid");
-        _cleanup_free_ char *subgid = path_join(tmp_root, "subgid");
+        _cleanup_free_ char *subuid = test_path_join(tmp_root, "subuid");
+        _cleanup_free_ char *subgid = test_path_join(tmp_root, "subgid");
         _cleanup_free_ char *dynamic = make_dir("dynamic-uid");
         _cleanup_free_ char *nsres = make_dir("nsresource");
         _cleanup_free_ char *nspawn = make_dir("nspawn-uid");
-        _cleanup_free_ char *missing = path_join(tmp_root, "does-not-exist");
+        _cleanup_free_ char *missing = test_path_join(tmp_root, "does-not-exist");
         ClaimSources src = {
                 .subuid_path = subuid,
                 .subgid_path = subgid,
@@ -212,9 +177,9 @@ static void test_collect_dirs(void) {
         write_text(dynamic, "6130x", "");
         write_text(dynamic, "99999999999", "");
         {
-                _cleanup_free_ char *link = path_join(dynamic, "myservice");
+                _cleanup_free_ char *link = test_path_join(dynamic, "myservice");
 
-                REQUIRE(symlink("61200", link) == 0);
+                CHECK(symlink("61200", link) == 0);
         }
 
         /* nsresourced: JSON by inode, symlinks by uid and name, a damaged
@@ -229,11 +194,11 @@ static void test_collect_dirs(void) {
         write_text(nsres, "i3.userns", "[1,2]");
         write_text(nsres, "notes.txt", "{\"start\":3000000000,\"size\":65536}");
         {
-                _cleanup_free_ char *link = path_join(nsres, "u2147483648.userns");
-                _cleanup_free_ char *dangling = path_join(nsres, "u2684354560.userns");
+                _cleanup_free_ char *link = test_path_join(nsres, "u2147483648.userns");
+                _cleanup_free_ char *dangling = test_path_join(nsres, "u2684354560.userns");
 
-                REQUIRE(symlink("i4026532100.userns", link) == 0);
-                REQUIRE(symlink("i-gone.userns", dangling) == 0);
+                CHECK(symlink("i4026532100.userns", link) == 0);
+                CHECK(symlink("i-gone.userns", dangling) == 0);
         }
 
         /* nspawn: a lock per base uid. */
@@ -241,7 +206,7 @@ static void test_collect_dirs(void) {
         write_text(nspawn, "4294967290", "");
         write_text(nspawn, "not-a-number", "");
 
-        REQUIRE(claims_collect(&src, &c) == 0);
+        CHECK(claims_collect(&src, &c) == 0);
         CHECK(ranges_normalised(&c));
         CHECK(c.n_users == 0);
 
@@ -285,7 +250,7 @@ static void test_collect_nss(void) {
         Claims c = {};
         gid_t gid = 4242;
 
-        REQUIRE(claims_collect(&src, &c) == 0);
+        CHECK(claims_collect(&src, &c) == 0);
         CHECK(claims_user_gid(&c, 0, &gid) == 0 && gid == 0);
         CHECK(claimed(&c, 0));
         CHECK(ranges_normalised(&c));
@@ -303,17 +268,11 @@ static void test_collect_nss(void) {
 }
 
 int main(void) {
-        REQUIRE(mkdtemp(tmp_root));
+        tmp_root = test_tmpdir();
 
-        test_parse_subid();
-        test_add();
-        test_collect_dirs();
-        test_collect_nss();
-
-        (void) nftw(tmp_root, remove_one, 16, FTW_DEPTH | FTW_PHYS);
-        if (failures > 0) {
-                fprintf(stderr, "%u check(s) failed\n", failures);
-                return EXIT_FAILURE;
-        }
+        RUN_TEST(test_parse_subid);
+        RUN_TEST(test_add);
+        RUN_TEST(test_collect_dirs);
+        RUN_TEST(test_collect_nss);
         return EXIT_SUCCESS;
 }

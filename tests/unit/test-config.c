@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,49 +7,10 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "test-util.h"
 #include "util.h"
 
-static unsigned failures;
-
-#define CHECK(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define REQUIRE(expr)                                                                   \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: required check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        exit(EXIT_FAILURE);                                             \
-                }                                                                       \
-        } while (0)
-
-static char tmp_root[] = "/tmp/test-config-XXXXXX";
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        (void) st;
-        (void) flag;
-        (void) ftw;
-        return remove(path);
-}
-
-static char *path_join(const char *a, const char *b) {
-        char *s;
-
-        REQUIRE(asprintf(&s, "%s/%s", a, b) > 0);
-        return s;
-}
-
-static void write_text(const char *path, const char *text) {
-        FILE *f = fopen(path, "we");
-
-        REQUIRE(f);
-        fputs(text, f);
-        REQUIRE(fclose(f) == 0);
-}
+static const char *tmp_root;
 
 static bool configs_equal(const Config *a, const Config *b) {
         return a->range_start == b->range_start && a->range_end == b->range_end &&
@@ -226,12 +186,12 @@ static void test_verify(void) {
                 Config c;
 
                 config_defaults(&c);
-                REQUIRE(asprintf(&text, "[Allocator]\n%s\n", cases[i].text) > 0);
-                REQUIRE(config_parse_text(&c, text, "t", NULL) == 0);
+                CHECK(asprintf(&text, "[Allocator]\n%s\n", cases[i].text) > 0);
+                CHECK(config_parse_text(&c, text, "t", NULL) == 0);
                 if (config_verify(&c, &error) != -EINVAL || !error || !strstr(error, cases[i].needle)) {
                         fprintf(stderr, "%s:%d: verify of '%s' gave '%s', wanted '%s'\n", __FILE__, __LINE__,
                                 cases[i].text, error ? error : "(null)", cases[i].needle);
-                        failures++;
+                        exit(EXIT_FAILURE);
                 }
                 CHECK(config_verify(&c, NULL) == -EINVAL);
         }
@@ -260,14 +220,14 @@ static void test_verify(void) {
 }
 
 static void test_load(void) {
-        _cleanup_free_ char *main_path = path_join(tmp_root, "nsresd.conf");
-        _cleanup_free_ char *dropins = path_join(tmp_root, "nsresd.conf.d");
-        _cleanup_free_ char *missing = path_join(tmp_root, "missing.conf");
-        _cleanup_free_ char *a = path_join(dropins, "10-a.conf");
-        _cleanup_free_ char *b = path_join(dropins, "20-b.conf");
-        _cleanup_free_ char *ignored = path_join(dropins, "30-c.conf.disabled");
-        _cleanup_free_ char *hidden = path_join(dropins, ".conf");
-        _cleanup_free_ char *bad = path_join(dropins, "99-bad.conf");
+        _cleanup_free_ char *main_path = test_path_join(tmp_root, "nsresd.conf");
+        _cleanup_free_ char *dropins = test_path_join(tmp_root, "nsresd.conf.d");
+        _cleanup_free_ char *missing = test_path_join(tmp_root, "missing.conf");
+        _cleanup_free_ char *a = test_path_join(dropins, "10-a.conf");
+        _cleanup_free_ char *b = test_path_join(dropins, "20-b.conf");
+        _cleanup_free_ char *ignored = test_path_join(dropins, "30-c.conf.disabled");
+        _cleanup_free_ char *hidden = test_path_join(dropins, ".conf");
+        _cleanup_free_ char *bad = test_path_join(dropins, "99-bad.conf");
         _cleanup_free_ char *error = NULL;
         Config c, defaults;
 
@@ -279,23 +239,23 @@ static void test_load(void) {
         CHECK(error == NULL);
         CHECK(configs_equal(&c, &defaults));
 
-        write_text(main_path,
-                   "[Allocator]\n"
-                   "RangeStart=1048576\n"
-                   "MaxNamespacesPerOwner=10\n"
-                   "[Security]\n"
-                   "Restriction=off\n");
+        test_write_text(main_path,
+                        "[Allocator]\n"
+                        "RangeStart=1048576\n"
+                        "MaxNamespacesPerOwner=10\n"
+                        "[Security]\n"
+                        "Restriction=off\n");
         c = defaults;
         CHECK(config_load(&c, main_path, &error) == 0);
         CHECK(c.range_start == 1048576 && c.max_namespaces_per_owner == 10 && c.restriction == RESTRICTION_OFF);
 
         /* Drop-ins in lexical order, each overriding what came before. Their
          * directory entries are created in the opposite order on purpose. */
-        REQUIRE(mkdir(dropins, 0755) == 0);
-        write_text(b, "[Allocator]\nMaxNamespacesPerOwner=30\n[Delegation]\nMaxControlGroups=7\n");
-        write_text(a, "[Allocator]\nMaxNamespacesPerOwner=20\nMaxRequestsPerOwner=9\n[Security]\nRestriction=permissive\n");
-        write_text(ignored, "[Allocator]\nMaxNamespacesPerOwner=99\n");
-        write_text(hidden, "garbage without equals\n");
+        CHECK(mkdir(dropins, 0755) == 0);
+        test_write_text(b, "[Allocator]\nMaxNamespacesPerOwner=30\n[Delegation]\nMaxControlGroups=7\n");
+        test_write_text(a, "[Allocator]\nMaxNamespacesPerOwner=20\nMaxRequestsPerOwner=9\n[Security]\nRestriction=permissive\n");
+        test_write_text(ignored, "[Allocator]\nMaxNamespacesPerOwner=99\n");
+        test_write_text(hidden, "garbage without equals\n");
         c = defaults;
         CHECK(config_load(&c, main_path, &error) == 0);
         CHECK(error == NULL);
@@ -307,29 +267,29 @@ static void test_load(void) {
 
         /* Drop-ins apply even without a main file. */
         {
-                _cleanup_free_ char *lonely = path_join(tmp_root, "lonely.conf");
-                _cleanup_free_ char *lonely_d = path_join(tmp_root, "lonely.conf.d");
-                _cleanup_free_ char *x = path_join(lonely_d, "x.conf");
+                _cleanup_free_ char *lonely = test_path_join(tmp_root, "lonely.conf");
+                _cleanup_free_ char *lonely_d = test_path_join(tmp_root, "lonely.conf.d");
+                _cleanup_free_ char *x = test_path_join(lonely_d, "x.conf");
 
-                REQUIRE(mkdir(lonely_d, 0755) == 0);
-                write_text(x, "[Delegation]\nMaxNetworkInterfaces=2\n");
+                CHECK(mkdir(lonely_d, 0755) == 0);
+                test_write_text(x, "[Delegation]\nMaxNetworkInterfaces=2\n");
                 c = defaults;
                 CHECK(config_load(&c, lonely, &error) == 0);
                 CHECK(c.max_network_interfaces == 2);
         }
 
         /* An error in a drop-in names that file and line; nothing is applied. */
-        write_text(bad, "[Allocator]\n\nUnknownKey=1\n");
+        test_write_text(bad, "[Allocator]\n\nUnknownKey=1\n");
         c = defaults;
         CHECK(config_load(&c, main_path, &error) == -EINVAL);
         CHECK(error && strstr(error, bad) && strstr(error, "99-bad.conf:3:"));
         CHECK(configs_equal(&c, &defaults));
         free(error);
         error = NULL;
-        REQUIRE(unlink(bad) == 0);
+        CHECK(unlink(bad) == 0);
 
         /* An error in the main file names it. */
-        write_text(main_path, "[Allocator]\nRangeStart=1048576\n[Nope]\n");
+        test_write_text(main_path, "[Allocator]\nRangeStart=1048576\n[Nope]\n");
         c = defaults;
         CHECK(config_load(&c, main_path, &error) == -EINVAL);
         CHECK(error && strstr(error, "nsresd.conf:3:"));
@@ -337,7 +297,7 @@ static void test_load(void) {
         error = NULL;
 
         /* Values that parse but do not fit together fail verification. */
-        write_text(main_path, "[Allocator]\nRangeStart=1000\n");
+        test_write_text(main_path, "[Allocator]\nRangeStart=1000\n");
         c = defaults;
         CHECK(config_load(&c, main_path, &error) == -EINVAL);
         CHECK(error && strstr(error, "RangeStart"));
@@ -347,9 +307,9 @@ static void test_load(void) {
 
         /* A main "file" that cannot be read is an error, not defaults. */
         {
-                _cleanup_free_ char *dir = path_join(tmp_root, "dir.conf");
+                _cleanup_free_ char *dir = test_path_join(tmp_root, "dir.conf");
 
-                REQUIRE(mkdir(dir, 0755) == 0);
+                CHECK(mkdir(dir, 0755) == 0);
                 c = defaults;
                 CHECK(config_load(&c, dir, &error) < 0);
                 CHECK(error && strstr(error, dir));
@@ -361,9 +321,9 @@ static void test_load(void) {
         {
                 FILE *f = fopen(main_path, "we");
 
-                REQUIRE(f);
+                CHECK(f);
                 fwrite("[Allocator]\nRangeStart=1048576\0\n", 1, 32, f);
-                REQUIRE(fclose(f) == 0);
+                CHECK(fclose(f) == 0);
                 c = defaults;
                 CHECK(config_load(&c, main_path, &error) == -EINVAL);
                 CHECK(error && strstr(error, main_path));
@@ -371,18 +331,12 @@ static void test_load(void) {
 }
 
 int main(void) {
-        REQUIRE(mkdtemp(tmp_root));
+        tmp_root = test_tmpdir();
 
-        test_defaults();
-        test_every_key();
-        test_errors();
-        test_verify();
-        test_load();
-
-        (void) nftw(tmp_root, remove_one, 16, FTW_DEPTH | FTW_PHYS);
-        if (failures > 0) {
-                fprintf(stderr, "%u check(s) failed\n", failures);
-                return EXIT_FAILURE;
-        }
+        RUN_TEST(test_defaults);
+        RUN_TEST(test_every_key);
+        RUN_TEST(test_errors);
+        RUN_TEST(test_verify);
+        RUN_TEST(test_load);
         return EXIT_SUCCESS;
 }

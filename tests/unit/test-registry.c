@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,39 +11,10 @@
 #include <json-c/json.h>
 
 #include "registry.h"
+#include "test-util.h"
 #include "util.h"
 
-static unsigned failures;
-
-#define CHECK(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-/* For checks the rest of a test depends on. */
-#define REQUIRE(expr)                                                                   \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: required check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        exit(EXIT_FAILURE);                                             \
-                }                                                                       \
-        } while (0)
-
-static char tmp_root[] = "/tmp/test-registry-XXXXXX";
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        (void) st;
-        (void) flag;
-        (void) ftw;
-        return remove(path);
-}
-
-static void remove_tree(const char *path) {
-        (void) nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
-}
+static const char *tmp_root;
 
 static NsEntry sample_entry(void) {
         NsEntry e = {
@@ -104,15 +74,15 @@ static char *with_field(const char *key, struct json_object *value) {
         struct json_object *root;
         char *s;
 
-        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_to_json(&e, &text) == 0);
         root = json_tokener_parse(text);
-        REQUIRE(root);
+        CHECK(root);
         if (value)
                 json_object_object_add(root, key, value);
         else
                 json_object_object_del(root, key);
         s = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
-        REQUIRE(s);
+        CHECK(s);
         json_object_put(root);
         return s;
 }
@@ -122,7 +92,7 @@ static void check_field_rejected(const char *key, struct json_object *value) {
 
         if (!rejected(s)) {
                 fprintf(stderr, "%s:%d: document with bad '%s' accepted\n", __FILE__, __LINE__, key);
-                failures++;
+                exit(EXIT_FAILURE);
         }
 }
 
@@ -130,7 +100,7 @@ static void test_json_round_trip(void) {
         NsEntry e = sample_entry(), back;
         _cleanup_free_ char *text = NULL;
 
-        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_to_json(&e, &text) == 0);
         CHECK(strstr(text, "\"id\":\"9223372036854776099\""));
         CHECK(strstr(text, "\"kind\":\"transient\""));
         CHECK(strstr(text, "\"handle\":\"0f2031425364758697a8b9cadbecfdff\""));
@@ -156,7 +126,7 @@ static void test_json_round_trip(void) {
         CHECK(strlen(e.name) == QUALIFIED_NAME_MAX);
         free(text);
         text = NULL;
-        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_to_json(&e, &text) == 0);
         CHECK(registry_entry_from_json(text, &back) == 0);
         CHECK(entries_equal(&e, &back));
 
@@ -165,7 +135,7 @@ static void test_json_round_trip(void) {
         memset(e.handle, 0xab, NS_HANDLE_MAX);
         free(text);
         text = NULL;
-        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_to_json(&e, &text) == 0);
         CHECK(registry_entry_from_json(text, &back) == 0);
         CHECK(entries_equal(&e, &back));
 
@@ -175,7 +145,7 @@ static void test_json_round_trip(void) {
                 _cleanup_free_ char *padded = NULL;
 
                 CHECK(registry_entry_from_json(s, &back) == 0);
-                REQUIRE(asprintf(&padded, " \n%s \n", s) > 0);
+                CHECK(asprintf(&padded, " \n%s \n", s) > 0);
                 CHECK(registry_entry_from_json(padded, &back) == 0);
         }
 
@@ -210,7 +180,7 @@ static void test_json_rejects(void) {
         NsEntry e = sample_entry();
         _cleanup_free_ char *text = NULL;
 
-        REQUIRE(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_to_json(&e, &text) == 0);
 
         /* Not a document at all, or not all of one. */
         CHECK(rejected(""));
@@ -223,16 +193,16 @@ static void test_json_rejects(void) {
         for (size_t cut = 1; cut < strlen(text) - 1; cut += 7) {
                 _cleanup_free_ char *truncated = strndup(text, cut);
 
-                REQUIRE(truncated);
+                CHECK(truncated);
                 CHECK(rejected(truncated));
         }
         {
                 _cleanup_free_ char *trailing = NULL;
 
-                REQUIRE(asprintf(&trailing, "%s}", text) > 0);
+                CHECK(asprintf(&trailing, "%s}", text) > 0);
                 CHECK(rejected(trailing));
                 free(trailing);
-                REQUIRE(asprintf(&trailing, "%s%s", text, text) > 0);
+                CHECK(asprintf(&trailing, "%s%s", text, text) > 0);
                 CHECK(rejected(trailing));
         }
 
@@ -308,14 +278,14 @@ typedef struct Seen {
 static void on_entry(const NsEntry *e, void *userdata) {
         Seen *s = userdata;
 
-        REQUIRE(s->n_entries < ELEMENTSOF(s->entries));
+        CHECK(s->n_entries < ELEMENTSOF(s->entries));
         s->entries[s->n_entries++] = *e;
 }
 
 static void on_corrupt(const char *file, uint32_t uid_start, uint32_t size, void *userdata) {
         Seen *s = userdata;
 
-        REQUIRE(s->n_corrupt < ELEMENTSOF(s->corrupt_files));
+        CHECK(s->n_corrupt < ELEMENTSOF(s->corrupt_files));
         snprintf(s->corrupt_files[s->n_corrupt], sizeof(s->corrupt_files[0]), "%s", file);
         s->corrupt_start[s->n_corrupt] = uid_start;
         s->corrupt_size[s->n_corrupt] = size;
@@ -357,14 +327,6 @@ static bool exists(const char *path) {
         return access(path, F_OK) == 0;
 }
 
-static void write_text(const char *path, const char *text) {
-        FILE *f = fopen(path, "we");
-
-        REQUIRE(f);
-        fputs(text, f);
-        REQUIRE(fclose(f) == 0);
-}
-
 static char *read_text(const char *path) {
         FILE *f = fopen(path, "re");
         char *buf = NULL;
@@ -380,18 +342,11 @@ static char *read_text(const char *path) {
         return buf;
 }
 
-static char *path_join(const char *a, const char *b) {
-        char *s;
-
-        REQUIRE(asprintf(&s, "%s/%s", a, b) > 0);
-        return s;
-}
-
 static void test_on_disk(void) {
-        _cleanup_free_ char *state = path_join(tmp_root, "run/nsresd");
-        _cleanup_free_ char *regdir = path_join(state, "registry");
-        _cleanup_free_ char *quarantine = path_join(regdir, "quarantine");
-        _cleanup_free_ char *index = path_join(state, "index");
+        _cleanup_free_ char *state = test_path_join(tmp_root, "run/nsresd");
+        _cleanup_free_ char *regdir = test_path_join(state, "registry");
+        _cleanup_free_ char *quarantine = test_path_join(regdir, "quarantine");
+        _cleanup_free_ char *index = test_path_join(state, "index");
         NsEntry transient = sample_entry(), pending, self, registered;
         Registry *reg = NULL;
         Seen seen = {};
@@ -421,23 +376,23 @@ static void test_on_disk(void) {
 
         /* Created from nothing, nested. */
         umask(077);
-        REQUIRE(registry_open(state, &reg) == 0);
+        CHECK(registry_open(state, &reg) == 0);
         CHECK(mode_of(state) == 0755 || mode_of(state) == 0700);
         CHECK(mode_of(regdir) == 0700);
         CHECK(mode_of(quarantine) == 0700);
 
-        REQUIRE(registry_save(reg, &transient) == 0);
-        REQUIRE(registry_save(reg, &pending) == 0);
-        REQUIRE(registry_save(reg, &self) == 0);
-        REQUIRE(registry_save(reg, &registered) == 0);
+        CHECK(registry_save(reg, &transient) == 0);
+        CHECK(registry_save(reg, &pending) == 0);
+        CHECK(registry_save(reg, &self) == 0);
+        CHECK(registry_save(reg, &registered) == 0);
         /* Saving again replaces the file. */
         transient.created_usec = 42;
-        REQUIRE(registry_save(reg, &transient) == 0);
+        CHECK(registry_save(reg, &transient) == 0);
         {
-                _cleanup_free_ char *p = path_join(regdir, "1000-589824-65536.json");
-                _cleanup_free_ char *p2 = path_join(regdir, "9223372036854776099-524288-65536.json");
-                _cleanup_free_ char *p3 = path_join(regdir, "1002-1000-1.json");
-                _cleanup_free_ char *tmp = path_join(regdir, "1000-589824-65536.json.tmp");
+                _cleanup_free_ char *p = test_path_join(regdir, "1000-589824-65536.json");
+                _cleanup_free_ char *p2 = test_path_join(regdir, "9223372036854776099-524288-65536.json");
+                _cleanup_free_ char *p3 = test_path_join(regdir, "1002-1000-1.json");
+                _cleanup_free_ char *tmp = test_path_join(regdir, "1000-589824-65536.json.tmp");
 
                 CHECK(exists(p));
                 CHECK(exists(p2));
@@ -450,19 +405,19 @@ static void test_on_disk(void) {
         {
                 const NsEntry *list[] = { &transient, &self, &registered, &pending };
                 _cleanup_free_ char *content = NULL;
-                _cleanup_free_ char *tmp = path_join(state, "index.tmp");
+                _cleanup_free_ char *tmp = test_path_join(state, "index.tmp");
 
-                REQUIRE(registry_write_index(reg, list, ELEMENTSOF(list)) == 0);
+                CHECK(registry_write_index(reg, list, ELEMENTSOF(list)) == 0);
                 content = read_text(index);
-                REQUIRE(content);
+                CHECK(content);
                 CHECK(strcmp(content, "589824 65536 1000-one\n524288 65536 1000-two\n") == 0);
                 CHECK(mode_of(index) == 0644);
                 CHECK(!exists(tmp));
 
                 free(content);
-                REQUIRE(registry_write_index(reg, list, 0) == 0);
+                CHECK(registry_write_index(reg, list, 0) == 0);
                 content = read_text(index);
-                REQUIRE(content);
+                CHECK(content);
                 CHECK(strcmp(content, "") == 0);
                 CHECK(mode_of(index) == 0644);
         }
@@ -473,34 +428,34 @@ static void test_on_disk(void) {
          * content disagrees with its name, a name we cannot parse. */
         {
                 _cleanup_free_ char *good = NULL;
-                _cleanup_free_ char *stale = path_join(regdir, "1004-655360-65536.json.tmp");
-                _cleanup_free_ char *garbage = path_join(regdir, "1005-720896-65536.json");
-                _cleanup_free_ char *truncated = path_join(regdir, "1006-786432-65536.json");
-                _cleanup_free_ char *mismatch = path_join(regdir, "1007-851968-65536.json");
-                _cleanup_free_ char *noname = path_join(regdir, "garbage.json");
+                _cleanup_free_ char *stale = test_path_join(regdir, "1004-655360-65536.json.tmp");
+                _cleanup_free_ char *garbage = test_path_join(regdir, "1005-720896-65536.json");
+                _cleanup_free_ char *truncated = test_path_join(regdir, "1006-786432-65536.json");
+                _cleanup_free_ char *mismatch = test_path_join(regdir, "1007-851968-65536.json");
+                _cleanup_free_ char *noname = test_path_join(regdir, "garbage.json");
                 NsEntry t = transient;
 
-                write_text(stale, "{\"id\":");
-                write_text(garbage, "this is not json\n");
+                test_write_text(stale, "{\"id\":");
+                test_write_text(garbage, "this is not json\n");
                 t.id = 1006;
                 t.uid_start = t.gid_start = 786432;
-                REQUIRE(registry_entry_to_json(&t, &good) == 0);
+                CHECK(registry_entry_to_json(&t, &good) == 0);
                 good[strlen(good) / 2] = '\0';
-                write_text(truncated, good);
+                test_write_text(truncated, good);
                 free(good);
                 t.id = 1008;    /* name says 1007 */
                 t.uid_start = t.gid_start = 851968;
-                REQUIRE(registry_entry_to_json(&t, &good) == 0);
-                write_text(mismatch, good);
-                write_text(noname, "{}");
+                CHECK(registry_entry_to_json(&t, &good) == 0);
+                test_write_text(mismatch, good);
+                test_write_text(noname, "{}");
         }
 
         /* An existing registry directory with a lax mode is fixed. */
-        REQUIRE(chmod(regdir, 0755) == 0);
-        REQUIRE(registry_open(state, &reg) == 0);
+        CHECK(chmod(regdir, 0755) == 0);
+        CHECK(registry_open(state, &reg) == 0);
         CHECK(mode_of(regdir) == 0700);
 
-        REQUIRE(registry_load(reg, &callbacks, &seen) == 0);
+        CHECK(registry_load(reg, &callbacks, &seen) == 0);
         CHECK(seen.n_entries == 4);
         {
                 const NsEntry *e = seen_entry(&seen, 1000);
@@ -528,10 +483,10 @@ static void test_on_disk(void) {
                 CHECK(seen_corrupt(&seen, "1004-655360-65536.json.tmp") < 0);
         }
         {
-                _cleanup_free_ char *stale = path_join(regdir, "1004-655360-65536.json.tmp");
-                _cleanup_free_ char *moved = path_join(quarantine, "1005-720896-65536.json");
-                _cleanup_free_ char *gone = path_join(regdir, "1005-720896-65536.json");
-                _cleanup_free_ char *moved2 = path_join(quarantine, "1006-786432-65536.json");
+                _cleanup_free_ char *stale = test_path_join(regdir, "1004-655360-65536.json.tmp");
+                _cleanup_free_ char *moved = test_path_join(quarantine, "1005-720896-65536.json");
+                _cleanup_free_ char *gone = test_path_join(regdir, "1005-720896-65536.json");
+                _cleanup_free_ char *moved2 = test_path_join(quarantine, "1006-786432-65536.json");
 
                 CHECK(!exists(stale));
                 CHECK(exists(moved));
@@ -541,7 +496,7 @@ static void test_on_disk(void) {
 
         /* Next start: the quarantined ranges are reported again, good entries still load. */
         memset(&seen, 0, sizeof(seen));
-        REQUIRE(registry_load(reg, &callbacks, &seen) == 0);
+        CHECK(registry_load(reg, &callbacks, &seen) == 0);
         CHECK(seen.n_entries == 4);
         CHECK(seen.n_corrupt == 4);
         {
@@ -554,7 +509,7 @@ static void test_on_disk(void) {
         CHECK(registry_remove(reg, &transient) == 0);
         CHECK(registry_remove(reg, &transient) == 0);
         memset(&seen, 0, sizeof(seen));
-        REQUIRE(registry_load(reg, &callbacks, &seen) == 0);
+        CHECK(registry_load(reg, &callbacks, &seen) == 0);
         CHECK(seen.n_entries == 3);
         CHECK(!seen_entry(&seen, 1000));
 
@@ -566,16 +521,10 @@ static void test_on_disk(void) {
 }
 
 int main(void) {
-        REQUIRE(mkdtemp(tmp_root));
+        tmp_root = test_tmpdir();
 
-        test_json_round_trip();
-        test_json_rejects();
-        test_on_disk();
-
-        remove_tree(tmp_root);
-        if (failures > 0) {
-                fprintf(stderr, "%u check(s) failed\n", failures);
-                return EXIT_FAILURE;
-        }
+        RUN_TEST(test_json_round_trip);
+        RUN_TEST(test_json_rejects);
+        RUN_TEST(test_on_disk);
         return EXIT_SUCCESS;
 }

@@ -4,6 +4,9 @@
 /* Checks for the unit tests: the first failing one prints where and what,
  * and ends the test with a non-zero status. */
 
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,4 +60,52 @@ static inline unsigned long long test_random(unsigned long long *state) {
         x ^= x >> 27;
         *state = x;
         return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* "a/b", newly allocated. */
+static inline char *test_path_join(const char *a, const char *b) {
+        char *s;
+
+        CHECK(asprintf(&s, "%s/%s", a, b) > 0);
+        return s;
+}
+
+static inline void test_write_text(const char *path, const char *text) {
+        FILE *f = fopen(path, "we");
+
+        CHECK(f);
+        fputs(text, f);
+        CHECK(fclose(f) == 0);
+}
+
+static inline int test_remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st;
+        (void) flag;
+        (void) ftw;
+        return remove(path);
+}
+
+/* Kept in a function so that tests without a scratch directory have no unused variable. */
+static inline char *test_tmpdir_path(void) {
+        static char path[PATH_MAX];
+
+        return path;
+}
+
+static inline void test_tmpdir_remove(void) {
+        (void) nftw(test_tmpdir_path(), test_remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The test's scratch directory, /tmp/<test name>-XXXXXX, made on the first
+ * call. It is removed with all it holds when the test exits, also when a
+ * check fails. */
+static inline const char *test_tmpdir(void) {
+        char *path = test_tmpdir_path();
+
+        if (path[0] == '\0') {
+                CHECK(snprintf(path, PATH_MAX, "/tmp/%s-XXXXXX", program_invocation_short_name) < PATH_MAX);
+                CHECK(mkdtemp(path));
+                CHECK(atexit(test_tmpdir_remove) == 0);
+        }
+        return path;
 }
