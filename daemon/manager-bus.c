@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The D-Bus surface: argument checks, method handlers, properties and the
+ * per-namespace objects. Work is handed to request.c. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "log.h"
+#include "manager-internal.h"
+#include "names.h"
+#include "polkit.h"
+#include "util.h"
+
+static int check_name(const char *name, bool mangle, char ret[static NAME_MAX_LEN + 1], sd_bus_error *error) {
+        if (name_is_valid(name)) {
+                snprintf(ret, NAME_MAX_LEN + 1, "%s", name);
+                return 0;
+        }
+        if (mangle && name_mangle(name, ret) >= 0)
+                return 0;
+        return sd_bus_error_setf(error, ERROR_PREFIX "InvalidName",
+                                 "Invalid name: use 1-%d characters of A-Z, a-z, 0-9, '_' and '-', not starting with '-'%s",
+                                 NAME_MAX_LEN, mangle ? "" : " (or set the MANGLE_NAME flag)");
+}
+
+static int method_allocate(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name;
+        uint32_t size, target;
+        uint64_t flags;
+        char valid_name[NAME_MAX_LEN + 1];
+        int fd, r;
+
+        r = sd_bus_message_read(message, "suuht", &name, &size, &target, &fd, &flags);
+        if (r < 0)
+                return r;
+
+        if (flags & ~ALLOCATE_FLAGS_ALL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx64, flags & ~ALLOCATE_FLAGS_ALL);
+        if ((flags & ALLOCATE_SELF) && (flags & ALLOCATE_MAP_CALLER))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "SELF already maps only your own ids: MAP_CALLER cannot be combined with it");
+        if (size != 1 && size != ALLOCATOR_BLOCK_SIZE)
+                return sd_bus_error_setf(error, ERROR_PREFIX "InvalidSize",
+                                         "Size %" PRIu32 " is not supported: use 65536, or 1", size);
+        if ((flags & ALLOCATE_SELF) && size != 1)
+                return sd_bus_error_set(error, ERROR_PREFIX "InvalidSize",
+                                        "SELF maps exactly one id: the size must be 1");
+        /* 4294967295 is never a valid id; with MAP_CALLER one more id follows the range. */
+        if ((uint64_t) target + size + !!(flags & ALLOCATE_MAP_CALLER) > UINT32_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Target %" PRIu32 " is too high: the mapped ids would reach past 4294967294", target);
+
+        r = check_name(name, flags & ALLOCATE_MANGLE_NAME, valid_name, error);
+        if (r < 0)
+                return r;
+
+        if (!(flags & ALLOCATE_SELF) && m->config.restriction != RESTRICTION_OFF &&
+            strcmp(m->restriction, "enforcing") != 0) {
+                if (m->config.restriction == RESTRICTION_ENFORCE)
+                        return sd_bus_error_set(error, ERROR_PREFIX "NotSupported",
+                                                "Transient ranges are refused: the BPF LSM restriction that keeps their ids off "
+                                                "persistent filesystems is not active on this system (boot with 'bpf' in lsm=, "
+                                                "or set Restriction=permissive in nsresd.conf to allocate without it). "
+                                                "SELF allocations still work.");
+                if (!m->warned_permissive) {
+                        log_warning("Restriction=permissive: allocating transient ranges without the BPF LSM restriction");
+                        m->warned_permissive = true;
+                }
+        }
+
+        r = request_start(m, message, REQUEST_ALLOCATE, valid_name, fd,
+                          (flags & ALLOCATE_SELF) ? NS_KIND_SELF : NS_KIND_TRANSIENT,
+                          size, target, flags, error);
+        return r;
+}
+
+static int method_register(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name;
+        uint64_t flags;
+        char valid_name[NAME_MAX_LEN + 1];
+        int fd, r;
+
+        r = sd_bus_message_read(message, "sht", &name, &fd, &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64, flags);
+        r = check_name(name, false, valid_name, error);
+        if (r < 0)
+                return r;
+
+        return request_start(m, message, REQUEST_REGISTER, valid_name, fd, NS_KIND_REGISTERED,
+                             1, 0, 0, error);
+}
+
+static int method_list(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        uint64_t flags;
+        size_t state = 0;
+        void *v;
+        int r;
+
+        r = sd_bus_message_read(message, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64, flags);
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ostuuuu)");
+        if (r < 0)
+                return r;
+        while (hashmap_iterate(m->by_id, &state, &v)) {
+                const Namespace *ns = v;
+
+                r = sd_bus_message_append(reply, "(ostuuuu)", ns->path, ns->e.name, ns->e.id,
+                                          (uint32_t) ns->e.owner, ns->e.uid_start, ns->e.size, ns->e.target);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_get_by_uid(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        uint32_t uid;
+        uint64_t flags, id;
+        const Namespace *ns;
+        int r;
+
+        r = sd_bus_message_read(message, "ut", &uid, &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64, flags);
+
+        /* Only transient ranges are in the allocator: SELF and registered
+         * namespaces map ids that belong to their owner, not to them. */
+        r = allocator_lookup(m->allocator, uid, &id, NULL, NULL);
+        ns = r >= 0 ? hashmap_get_u64(m->by_id, id) : NULL;
+        if (!ns)
+                return sd_bus_error_setf(error, ERROR_PREFIX "NotRegistered",
+                                         "No namespace holds uid %" PRIu32 " in a transient range", uid);
+        return sd_bus_reply_method_return(message, "o", ns->path);
+}
+
+/* ---- properties --------------------------------------------------------- */
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
+        return sd_bus_message_append(reply, "s", NSRESD_VERSION);
+}
+
+static int property_get_restriction(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        return sd_bus_message_append(reply, "s", m->restriction);
+}
+
+static int property_get_tracking(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        return sd_bus_message_append(reply, "s", m->tracker ? "bpf" : "polling");
+}
+
+static int property_get_counts(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        (void) bus; (void) path; (void) interface; (void) error;
+        if (strcmp(property, "FreeRanges") == 0)
+                return sd_bus_message_append(reply, "u", (uint32_t) allocator_free_blocks(m->allocator));
+        return sd_bus_message_append(reply, "u", (uint32_t) hashmap_size(m->by_id));
+}
+
+static int property_get_ns_name(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Namespace *ns = userdata;
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        return sd_bus_message_append(reply, "s", ns->e.name);
+}
+
+static int property_get_ns_kind(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Namespace *ns = userdata;
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        return sd_bus_message_append(reply, "s", ns_kind_to_string(ns->e.kind));
+}
+
+static int property_get_ns_uid(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Namespace *ns = userdata;
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        return sd_bus_message_append(reply, "u", (uint32_t) ns->e.owner);
+}
+
+static int property_get_empty_strv(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
+        /* Delegated cgroups and links are not handed out yet. */
+        return sd_bus_message_append(reply, "as", 0);
+}
+
+static int property_get_empty_u64v(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
+        return sd_bus_message_append(reply, "at", 0);
+}
+
+static int property_get_false(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
+        return sd_bus_message_append(reply, "b", 0);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Restriction", "s", property_get_restriction, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("TeardownTracking", "s", property_get_tracking, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("RangeStart", "u", NULL, offsetof(Manager, config.range_start), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("RangeEnd", "u", NULL, offsetof(Manager, config.range_end), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("FreeRanges", "u", property_get_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Namespaces", "u", property_get_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("AllocateUserRange",
+                                SD_BUS_ARGS("s", name, "u", size, "u", target, "h", userns, "t", flags),
+                                SD_BUS_RESULT("o", namespace, "s", name, "u", uid_start, "u", gid_start),
+                                method_allocate, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RegisterUserNamespace",
+                                SD_BUS_ARGS("s", name, "h", userns, "t", flags),
+                                SD_BUS_RESULT("o", namespace, "s", name),
+                                method_register, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListUserNamespaces",
+                                SD_BUS_ARGS("t", flags),
+                                SD_BUS_RESULT("a(ostuuuu)", namespaces),
+                                method_list, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetUserNamespaceByUid",
+                                SD_BUS_ARGS("u", uid, "t", flags),
+                                SD_BUS_RESULT("o", namespace),
+                                method_get_by_uid, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("UserNamespaceNew", SD_BUS_ARGS("o", namespace, "s", name, "u", owner), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("UserNamespaceRemoved", SD_BUS_ARGS("o", namespace, "s", name, "u", owner), 0),
+        SD_BUS_VTABLE_END,
+};
+
+static const sd_bus_vtable userns_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", property_get_ns_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Owner", "u", property_get_ns_uid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Id", "t", NULL, offsetof(Namespace, e.id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Inode", "t", NULL, offsetof(Namespace, e.inode), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("UidStart", "u", NULL, offsetof(Namespace, e.uid_start), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("GidStart", "u", NULL, offsetof(Namespace, e.gid_start), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Size", "u", NULL, offsetof(Namespace, e.size), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Target", "u", NULL, offsetof(Namespace, e.target), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Kind", "s", property_get_ns_kind, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Namespace, e.created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ControlGroups", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Mounts", "at", property_get_empty_u64v, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BpfDelegated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END,
+};
+
+static int userns_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                       void **ret_found, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *p;
+        char *end;
+        uint64_t id;
+        Namespace *ns;
+
+        (void) bus; (void) interface; (void) error;
+
+        if (strncmp(path, USERNS_PATH_PREFIX "/", sizeof(USERNS_PATH_PREFIX)) != 0)
+                return 0;
+        p = path + sizeof(USERNS_PATH_PREFIX);
+        if (*p < '0' || *p > '9')
+                return 0;
+        errno = 0;
+        id = strtoull(p, &end, 10);
+        if (errno != 0 || *end != 0)
+                return 0;
+        ns = hashmap_get_u64(m->by_id, id);
+        if (!ns)
+                return 0;
+        *ret_found = ns;
+        return 1;
+}
+
+static int userns_enumerate(sd_bus *bus, const char *path, void *userdata, char ***ret_nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        size_t n = 0, state = 0;
+        char **nodes;
+        void *v;
+
+        (void) bus; (void) path; (void) error;
+
+        nodes = calloc(hashmap_size(m->by_id) + 1, sizeof(char *));
+        if (!nodes)
+                return -ENOMEM;
+        while (hashmap_iterate(m->by_id, &state, &v)) {
+                nodes[n] = strdup(((Namespace *) v)->path);
+                if (!nodes[n]) {
+                        for (size_t i = 0; i < n; i++)
+                                free(nodes[i]);
+                        free(nodes);
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        *ret_nodes = nodes;
+        return 0;
+}
+
+int manager_bus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_object_vtable(m->bus, &m->manager_slot, MANAGER_PATH, MANAGER_IFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_fallback_vtable(m->bus, &m->userns_slot, USERNS_PATH_PREFIX, USERNS_IFACE,
+                                       userns_vtable, userns_find, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_node_enumerator(m->bus, &m->enumerator_slot, USERNS_PATH_PREFIX, userns_enumerate, m);
+        if (r < 0)
+                return r;
+        return sd_bus_add_object_manager(m->bus, &m->object_manager_slot, MANAGER_PATH);
+}

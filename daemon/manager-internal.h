@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * What the manager's three parts share: manager.c (state, namespaces,
+ * teardown, start-up), request.c (an allocation or registration from the
+ * call to the written map) and manager-bus.c (the D-Bus surface).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "allocator.h"
+#include "claims.h"
+#include "config.h"
+#include "hashmap.h"
+#include "manager.h"
+#include "registry.h"
+#include "track.h"
+#include "userns.h"
+
+#define BUS_NAME "org.freedesktop.NamespaceResource1"
+#define MANAGER_PATH "/org/freedesktop/NamespaceResource1"
+#define MANAGER_IFACE "org.freedesktop.NamespaceResource1.Manager"
+#define USERNS_PATH_PREFIX "/org/freedesktop/NamespaceResource1/userns"
+#define USERNS_IFACE "org.freedesktop.NamespaceResource1.UserNamespace"
+#define ERROR_PREFIX "org.freedesktop.NamespaceResource1.Error."
+
+#define ALLOCATE_MANGLE_NAME (UINT64_C(1) << 0)
+#define ALLOCATE_SELF (UINT64_C(1) << 1)
+#define ALLOCATE_MAP_CALLER (UINT64_C(1) << 2)
+#define ALLOCATE_FLAGS_ALL (ALLOCATE_MANGLE_NAME | ALLOCATE_SELF | ALLOCATE_MAP_CALLER)
+
+/* Requests in flight from all callers together: one per helper process at
+ * most, so this also bounds the processes the daemon forks. */
+#define MAX_REQUESTS_TOTAL 4096u
+/* dbus-daemon lets a connection wait for at most 128 replies on the system
+ * bus (max_replies_per_connection); past that our calls would fail. Requests
+ * queue for a slot instead. Caller lookups get slots of their own: they are
+ * quick, and the per-caller limits that protect polkit need the uid first. */
+#define MAX_POLKIT_CALLS 80u
+#define MAX_LOOKUP_CALLS 32u
+/* Unique names are never reused while the bus runs, so the uid behind one
+ * stays true; the cache is only bounded. */
+#define MAX_CACHED_CALLERS 4096u
+/* A helper only has to join a namespace and wait: a live one that has not
+ * reported within this time has been stopped, most likely by the caller. */
+#define HELPER_TIMEOUT_USEC (5ULL * 1000000ULL)
+#define POLL_INTERVAL_USEC (1ULL * 1000000ULL)
+/* With BPF tracking a sweep is only a safety net. */
+#define BACKSTOP_SWEEP_USEC (60ULL * 1000000ULL)
+#define CLAIMS_REFRESH_USEC (60ULL * 1000000ULL)
+#define INDEX_DELAY_USEC (20ULL * 1000ULL)
+/* The event fires as free_user_ns() starts; the handle goes stale a moment
+ * later, and a parent freed in the same call later still. A namespace that
+ * still opens is polled briefly instead of trusting the event. */
+#define RECHECK_USEC (2ULL * 1000ULL)
+#define RECHECK_TRIES 500u
+#define RECHECK_ACCURACY_USEC 100u
+/* Polling and the NSS index promise short delays: not sd-event's default 250 ms slack. */
+#define TIMER_ACCURACY_USEC (5ULL * 1000ULL)
+
+typedef struct Namespace {
+        Manager *manager;
+        NsEntry e;
+        char path[sizeof(USERNS_PATH_PREFIX) + 21];
+        unsigned rechecks;      /* liveness checks left while a suspect */
+        uint64_t event_usec;    /* CLOCK_MONOTONIC of its teardown event */
+} Namespace;
+
+typedef enum RequestKind {
+        REQUEST_ALLOCATE,
+        REQUEST_REGISTER,
+} RequestKind;
+
+typedef struct CallQueue {
+        unsigned max;
+        unsigned n;
+        struct Request *head, *tail;
+        bool dispatching;
+} CallQueue;
+
+typedef struct Request Request;
+
+struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+        Config config;
+        char *state_dir;
+        char *bpf_dir;
+
+        Allocator *allocator;
+        Registry *registry;
+        Tracker *tracker;
+        Claims claims;
+
+        Hashmap *by_id;         /* u64 -> Namespace */
+        Hashmap *by_inode;      /* u64 -> Namespace */
+        Hashmap *by_name;       /* name -> Namespace */
+        Hashmap *pending_ids;   /* u64 -> Request */
+        Hashmap *pending_names; /* name -> Request */
+        Hashmap *requests_per_caller;   /* uid -> count, stored as a pointer */
+        Hashmap *helpers;       /* pid -> HelperWatch, until reaped */
+        Hashmap *suspects;      /* u64 -> Namespace whose teardown event came before its death */
+        Hashmap *caller_uids;   /* unique bus name -> CallerUid */
+        Hashmap *identifying;   /* unique bus name -> SenderQueue */
+        CallQueue polkit_calls;
+        CallQueue lookup_calls;
+        unsigned n_requests;
+
+        uint64_t own_userns_id;
+        int nsfs_fd;            /* our own user namespace: any nsfs fd opens handles */
+
+        sd_event_source *sweep_timer;
+        sd_event_source *recheck_timer;
+        sd_event_source *claims_timer;
+        sd_event_source *claims_watch;
+        sd_event_source *index_timer;
+        sd_bus_slot *manager_slot, *userns_slot, *enumerator_slot, *object_manager_slot;
+
+        HelperMode helper_mode;
+        const char *restriction;        /* what is in effect */
+        bool warned_permissive;
+        char *fault_kill_after_map;     /* test-only fault injection, by final name */
+        char *fault_helper_stop;
+        bool fault_no_bpf;
+};
+
+/* manager.c */
+uint64_t now_realtime_usec(void);
+Namespace *namespace_new(Manager *m, const NsEntry *e);
+int namespace_index(Manager *m, Namespace *ns);
+void emit_manager_counts(Manager *m);
+void manager_index_dirty(Manager *m);
+int manager_refresh_claims(Manager *m);
+
+/* request.c */
+int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,
+                  int fd, NsKind ns_kind, uint32_t size, uint32_t target, uint64_t flags,
+                  sd_bus_error *error);
+/* Drop a request in flight without answering it (the service stops). */
+void request_abandon(Request *req);
+/* Kill and reap helpers still running: they may run on memory we own. */
+void manager_reap_helpers(Manager *m);
+void caller_uids_clear(Manager *m);
+
+/* manager-bus.c */
+int manager_bus_register(Manager *m);

@@ -1,0 +1,919 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * One AllocateUserRange or RegisterUserNamespace call, in the contract's
+ * order: check the fd, reserve id, name and quota, learn the caller's uid,
+ * ask polkit, take the range and write the pending registry entry and the
+ * tracker entry, let a helper join the namespace, write the maps, publish.
+ * Everything is asynchronous; every step before a map is written rolls back.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "log.h"
+#include "manager-internal.h"
+#include "names.h"
+#include "polkit.h"
+#include "util.h"
+
+struct Request {
+        Manager *manager;
+        RequestKind kind;
+        sd_bus_message *message;
+        uint64_t flags;
+        char given_name[NAME_MAX_LEN + 1];
+        uint32_t size;
+        uint32_t target;
+        int userns_fd;
+        UsernsInfo info;
+        uid_t caller;
+        gid_t caller_gid;
+        NsEntry entry;
+
+        bool id_reserved;
+        bool name_reserved;
+        bool counted_for_caller;
+        bool charged;
+        bool range_taken;
+        bool saved;
+        bool tracked;
+
+        /* Waiting for, or holding, a slot of an outgoing call queue. */
+        struct CallQueue *queue;
+        void (*bus_call)(struct Request *req);
+        struct Request *queue_prev, *queue_next;
+        bool queued;
+        bool holds_bus_slot;
+        /* In its caller's arrival queue until identified. */
+        struct Request *sender_next;
+        bool in_sender_queue;
+        bool identified;
+        int identify_error;
+        sd_bus_slot *uid_slot;
+        PolkitCall *polkit;
+        Helper helper;
+        sd_event_source *helper_io;
+        sd_event_source *helper_timeout;
+};
+
+typedef struct CallerUid {
+        uid_t uid;
+        char name[];
+} CallerUid;
+
+static const char *const kind_action[] = {
+        [REQUEST_ALLOCATE] = NSRESD_ACTION_PREFIX "allocate-user-range",
+        [REQUEST_REGISTER] = NSRESD_ACTION_PREFIX "register-user-namespace",
+};
+
+/* ---- caller request counting ------------------------------------------- */
+
+static unsigned caller_requests(Manager *m, uid_t uid) {
+        return (unsigned) (uintptr_t) hashmap_get_u64(m->requests_per_caller, uid);
+}
+
+static int caller_requests_add(Manager *m, uid_t uid, int delta) {
+        unsigned n = caller_requests(m, uid) + delta;
+
+        hashmap_remove_u64(m->requests_per_caller, uid);
+        if (n == 0)
+                return 0;
+        return hashmap_put_u64(m->requests_per_caller, uid, (void *) (uintptr_t) n);
+}
+
+/* ---- outgoing bus calls ------------------------------------------------ */
+
+static void call_queue_dispatch(CallQueue *q) {
+        /* Starting a call may fail a request, which frees its slot and
+         * lands here again: the outer loop carries on instead. */
+        if (q->dispatching)
+                return;
+        q->dispatching = true;
+        while (q->n < q->max && q->head) {
+                Request *req = q->head;
+
+                q->head = req->queue_next;
+                if (q->head)
+                        q->head->queue_prev = NULL;
+                else
+                        q->tail = NULL;
+                req->queue_next = req->queue_prev = NULL;
+                req->queued = false;
+
+                req->holds_bus_slot = true;
+                q->n++;
+                req->bus_call(req);
+        }
+        q->dispatching = false;
+}
+
+static void request_bus_call(Request *req, CallQueue *q, void (*call)(Request *req)) {
+        req->queue = q;
+        req->bus_call = call;
+        req->queued = true;
+        req->queue_prev = q->tail;
+        if (q->tail)
+                q->tail->queue_next = req;
+        else
+                q->head = req;
+        q->tail = req;
+        call_queue_dispatch(q);
+}
+
+static void request_bus_call_done(Request *req) {
+        CallQueue *q = req->queue;
+
+        if (!q)
+                return;
+        if (req->queued) {
+                if (req->queue_prev)
+                        req->queue_prev->queue_next = req->queue_next;
+                else
+                        q->head = req->queue_next;
+                if (req->queue_next)
+                        req->queue_next->queue_prev = req->queue_prev;
+                else
+                        q->tail = req->queue_prev;
+                req->queue_next = req->queue_prev = NULL;
+                req->queued = false;
+        }
+        req->queue = NULL;
+        if (req->holds_bus_slot) {
+                req->holds_bus_slot = false;
+                q->n--;
+                call_queue_dispatch(q);
+        }
+}
+
+void caller_uids_clear(Manager *m) {
+        size_t state = 0;
+        void *v;
+
+        while (hashmap_iterate(m->caller_uids, &state, &v))
+                free(v);
+        hashmap_free(m->caller_uids);
+        m->caller_uids = NULL;
+}
+
+static void caller_uid_remember(Manager *m, const char *name, uid_t uid) {
+        CallerUid *c;
+
+        if (!m->caller_uids || hashmap_size(m->caller_uids) >= MAX_CACHED_CALLERS) {
+                caller_uids_clear(m);
+                m->caller_uids = hashmap_new_string();
+                if (!m->caller_uids)
+                        return;
+        }
+        c = malloc(sizeof(CallerUid) + strlen(name) + 1);
+        if (!c)
+                return;
+        c->uid = uid;
+        strcpy(c->name, name);
+        if (hashmap_put_string(m->caller_uids, c->name, c) < 0)
+                free(c);
+}
+
+static void sender_queue_unlink(Request *req);
+
+static Request *request_free(Request *req) {
+        Manager *m;
+
+        if (!req)
+                return NULL;
+        m = req->manager;
+
+        /* Rollback of everything before any map was written; a request that
+         * wrote a map became a Namespace and cleared these flags. */
+        if (req->tracked && m->tracker)
+                (void) tracker_remove(m->tracker, req->entry.id);
+        if (req->saved)
+                (void) registry_remove(m->registry, &req->entry);
+        if (req->range_taken)
+                (void) allocator_release(m->allocator, req->entry.uid_start, req->entry.size);
+        if (req->charged)
+                allocator_owner_uncharge(m->allocator, req->entry.owner);
+        if (req->name_reserved)
+                hashmap_remove_string(m->pending_names, req->entry.name);
+        if (req->id_reserved)
+                hashmap_remove_u64(m->pending_ids, req->info.id);
+        if (req->counted_for_caller)
+                (void) caller_requests_add(m, req->caller, -1);
+        m->n_requests--;
+
+        sd_bus_slot_unref(req->uid_slot);
+        polkit_cancel(req->polkit);
+        request_bus_call_done(req);
+        if (req->in_sender_queue)
+                sender_queue_unlink(req);
+
+        helper_kill(&req->helper);
+        sd_event_source_disable_unref(req->helper_io);
+        sd_event_source_disable_unref(req->helper_timeout);
+        if (req->helper.pidfd >= 0)
+                close(req->helper.pidfd);
+
+        if (req->userns_fd >= 0)
+                close(req->userns_fd);
+        sd_bus_message_unref(req->message);
+        free(req);
+        return NULL;
+}
+
+void request_abandon(Request *req) {
+        sd_bus_message_unref(TAKE_PTR(req->message));
+        request_free(req);
+}
+
+static void request_freep(Request **req) {
+        request_free(*req);
+}
+
+static void request_fail(Request *req, const char *name, const char *format, ...) __attribute__((format(printf, 3, 4)));
+static void request_fail(Request *req, const char *name, const char *format, ...) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        (void) sd_bus_error_setfv(&error, name, format, ap);
+        va_end(ap);
+
+        log_info("Request for '%s' from uid %u failed: %s",
+                 req->entry.name[0] ? req->entry.name : req->given_name, (unsigned) req->caller, error.message);
+        if (req->message)
+                (void) sd_bus_reply_method_error(req->message, &error);
+        request_free(req);
+}
+
+static void request_fail_errno(Request *req, int r, const char *what) {
+        request_fail(req, SD_BUS_ERROR_FAILED, "%s: %s", what, strerror(-r));
+}
+
+static void request_complete(Request *req) {
+        Manager *m = req->manager;
+        Namespace *ns;
+        int r;
+
+        /* The helper is a process of the namespace: end it before the caller
+         * hears back, so the caller's last process really is the last. */
+        helper_kill(&req->helper);
+
+        req->entry.pending = false;
+        r = registry_save(m->registry, &req->entry);
+        if (r < 0)
+                /* The pending file stays and says the same range: a restart
+                 * finishes it. Not a reason to fail a call whose maps exist. */
+                log_warning_errno(r, "Failed to mark registry entry of '%s' complete: %m", req->entry.name);
+
+        ns = namespace_new(m, &req->entry);
+        if (!ns || namespace_index(m, ns) < 0) {
+                /* Out of memory with maps written: keep the range reserved
+                 * (the registry still has it) and fail the call. */
+                free(ns);
+                log_error("Out of memory publishing '%s', its range stays reserved until restart", req->entry.name);
+                req->saved = req->range_taken = req->charged = req->tracked = false;
+                request_fail(req, SD_BUS_ERROR_NO_MEMORY, "Out of memory");
+                return;
+        }
+
+        /* Ownership of range, quota, registry file and tracking moves to ns. */
+        req->saved = req->range_taken = req->charged = req->tracked = false;
+
+        log_info("Namespace '%s' (id %" PRIu64 ", owner %u): %s %" PRIu32 "+%" PRIu32 " at %" PRIu32 "%s",
+                 ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns_kind_to_string(ns->e.kind),
+                 ns->e.uid_start, ns->e.size, ns->e.target, ns->e.map_caller ? ", caller mapped" : "");
+
+        if (req->kind == REQUEST_ALLOCATE)
+                r = sd_bus_reply_method_return(req->message, "osuu", ns->path, ns->e.name,
+                                               ns->e.uid_start, ns->e.gid_start);
+        else
+                r = sd_bus_reply_method_return(req->message, "os", ns->path, ns->e.name);
+        if (r < 0)
+                log_debug("Caller of '%s' went away before the reply", ns->e.name);
+
+        (void) sd_bus_emit_object_added(m->bus, ns->path);
+        (void) sd_bus_emit_signal(m->bus, MANAGER_PATH, MANAGER_IFACE, "UserNamespaceNew",
+                                  "osu", ns->path, ns->e.name, (uint32_t) ns->e.owner);
+        emit_manager_counts(m);
+        manager_index_dirty(m);
+        request_free(req);
+}
+
+static bool fault_matches(const char *fault, const char *name) {
+        return fault && strcmp(fault, name) == 0;
+}
+
+static int format_maps(const Request *req, char *uid_map, char *gid_map, size_t size) {
+        const NsEntry *e = &req->entry;
+        int a, b;
+
+        a = snprintf(uid_map, size, "%" PRIu32 " %" PRIu32 " %" PRIu32 "\n", e->target, e->uid_start, e->size);
+        b = snprintf(gid_map, size, "%" PRIu32 " %" PRIu32 " %" PRIu32 "\n", e->target, e->gid_start, e->size);
+        if (e->map_caller) {
+                a += snprintf(uid_map + a, size - a, "%" PRIu32 " %u 1\n", e->target + e->size, (unsigned) e->caller_uid);
+                b += snprintf(gid_map + b, size - b, "%" PRIu32 " %u 1\n", e->target + e->size, (unsigned) e->caller_gid);
+        }
+        return (size_t) a < size && (size_t) b < size ? 0 : -ENOBUFS;
+}
+
+/* The helper sits in the namespace: check the maps are what the request
+ * expects, then write them. Everything here is synchronous and short. */
+static void request_map(Request *req) {
+        Manager *m = req->manager;
+        char path[64], uid_map[128], gid_map[128], text[512];
+        MapExtent ext[2];
+        int r, n;
+
+        snprintf(path, sizeof(path), "/proc/%d", (int) req->helper.pid);
+        /* The helper is our unreaped child: this pid cannot be recycled. */
+        _cleanup_close_ int procfd = open(path, O_DIRECTORY | O_CLOEXEC | O_PATH);
+        if (procfd < 0)
+                return request_fail_errno(req, -errno, "Failed to open the helper's /proc entry");
+
+        if (req->kind == REQUEST_REGISTER) {
+                MapExtent g[2];
+                int ng;
+
+                r = proc_read_file(procfd, "uid_map", text, sizeof(text));
+                n = r < 0 ? r : map_parse(text, ext, 2);
+                r = proc_read_file(procfd, "gid_map", text, sizeof(text));
+                ng = r < 0 ? r : map_parse(text, g, 2);
+                if (n < 0 || ng < 0)
+                        return request_fail_errno(req, n < 0 ? n : ng, "Failed to read the namespace's maps");
+                if (n != 1 || ext[0].outside != req->caller || ext[0].count != 1 ||
+                    ng != 1 || g[0].outside != req->caller_gid || g[0].count != 1)
+                        return request_fail(req, SD_BUS_ERROR_INVALID_ARGS,
+                                            "Only a namespace that maps exactly your own uid %u and gid %u (one line each, count 1) can be registered",
+                                            (unsigned) req->caller, (unsigned) req->caller_gid);
+                r = proc_read_file(procfd, "setgroups", text, sizeof(text));
+                if (r < 0)
+                        return request_fail_errno(req, r, "Failed to read the namespace's setgroups");
+                if (strncmp(text, "deny", 4) != 0)
+                        return request_fail(req, SD_BUS_ERROR_INVALID_ARGS,
+                                            "A registered namespace must have setgroups denied (write 'deny' to /proc/PID/setgroups before gid_map)");
+                req->entry.target = ext[0].inside;
+                return request_complete(req);
+        }
+
+        for (unsigned i = 0; i < 2; i++) {
+                r = proc_read_file(procfd, i == 0 ? "uid_map" : "gid_map", text, sizeof(text));
+                if (r < 0)
+                        return request_fail_errno(req, r, "Failed to read the namespace's maps");
+                if (r > 0)
+                        return request_fail(req, ERROR_PREFIX "AlreadyMapped",
+                                            "The user namespace already has a %s: pass a freshly created one with empty maps",
+                                            i == 0 ? "uid_map" : "gid_map");
+        }
+
+        r = format_maps(req, uid_map, gid_map, sizeof(uid_map));
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to format maps");
+
+        /* Anything that maps real ids of the caller must not let the
+         * namespace drop supplementary groups: that could bypass negative
+         * group permissions. Transient ids are the namespace's own. */
+        if (req->entry.kind == NS_KIND_SELF || req->entry.map_caller) {
+                r = proc_write_file(procfd, "setgroups", "deny");
+                if (r < 0)
+                        return request_fail_errno(req, r, "Failed to deny setgroups");
+        }
+
+        r = proc_write_file(procfd, "uid_map", uid_map);
+        if (r == -EPERM)
+                /* Someone wrote a map between our check and our write. */
+                return request_fail(req, ERROR_PREFIX "AlreadyMapped",
+                                    "The user namespace was mapped by someone else while it was being allocated");
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to write uid_map");
+
+        /* The uid_map cannot be unwritten: from here on the range belongs to
+         * this namespace until it is proven dead, whatever else fails. */
+        r = proc_write_file(procfd, "gid_map", gid_map);
+        if (r < 0) {
+                log_error_errno(r, "Failed to write gid_map of '%s' after its uid_map: %m", req->entry.name);
+                request_complete(req);
+                return;
+        }
+
+        if (fault_matches(m->fault_kill_after_map, req->entry.name)) {
+                log_notice("Fault injection: killing the daemon after writing the maps of '%s'", req->entry.name);
+                raise(SIGKILL);
+        }
+
+        request_complete(req);
+}
+
+static int on_helper_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Request *req = userdata;
+        int buf = 0;
+        ssize_t k;
+
+        (void) s;
+        (void) revents;
+
+        k = recv(fd, &buf, sizeof(buf), MSG_DONTWAIT);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+        req->helper_io = sd_event_source_disable_unref(req->helper_io);
+        if (k == 1) {
+                request_map(req);
+                return 0;
+        }
+        if (k == (ssize_t) sizeof(int))
+                request_fail_errno(req, -buf, "Failed to join the user namespace");
+        else
+                request_fail(req, SD_BUS_ERROR_FAILED, "The helper that joins the user namespace died");
+        return 0;
+}
+
+static int on_helper_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Request *req = userdata;
+
+        (void) s;
+        (void) usec;
+        request_fail(req, SD_BUS_ERROR_TIMEOUT,
+                     "Timed out waiting for the helper in the user namespace (was it stopped?)");
+        return 0;
+}
+
+/* Helpers outlive their requests by a moment: the loop reaps them here. A
+ * request learns of an early death from its socket, not from this. */
+typedef struct HelperWatch {
+        sd_event_source *source;
+        Helper helper;          /* only .stack is ours */
+} HelperWatch;
+
+static void helper_watch_free(HelperWatch *w) {
+        sd_event_source_unref(w->source);
+        helper_free_stack(&w->helper);
+        free(w);
+}
+
+void manager_reap_helpers(Manager *m) {
+        size_t state = 0;
+        void *v;
+
+        while (hashmap_iterate(m->helpers, &state, &v)) {
+                HelperWatch *w = v;
+                pid_t pid = 0;
+
+                if (sd_event_source_get_child_pid(w->source, &pid) >= 0 && pid > 0) {
+                        (void) sd_event_source_send_child_signal(w->source, SIGKILL, NULL, 0);
+                        (void) waitpid(pid, NULL, 0);
+                }
+                helper_watch_free(w);
+        }
+}
+
+static int on_helper_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Manager *m = userdata;
+        HelperWatch *w = hashmap_remove_u64(m->helpers, (uint64_t) si->si_pid);
+
+        (void) s;
+        /* Exited, so nothing runs on its stack any more. */
+        if (w)
+                helper_watch_free(w);
+        return 0;
+}
+
+/* Takes over the helper's stack. */
+static int manager_watch_helper(Manager *m, Helper *h) {
+        HelperWatch *w;
+        int fd, r;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        /* The source gets its own pidfd: the request closes its copy when it
+         * is done, which may be before or after the helper is reaped. */
+        fd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+                free(w);
+                return -errno;
+        }
+        r = sd_event_add_child_pidfd(m->event, &w->source, fd, WEXITED, on_helper_exit, m);
+        if (r < 0) {
+                close(fd);
+                free(w);
+                return r;
+        }
+        (void) sd_event_source_set_child_pidfd_own(w->source, true);
+        r = hashmap_put_u64(m->helpers, (uint64_t) h->pid, w);
+        if (r < 0) {
+                sd_event_source_unref(w->source);
+                free(w);
+                return r;
+        }
+        w->helper.stack = TAKE_PTR(h->stack);
+        return 0;
+}
+
+static void request_spawn_helper(Request *req) {
+        Manager *m = req->manager;
+        int r;
+
+        r = helper_spawn(req->userns_fd, m->helper_mode, fault_matches(m->fault_helper_stop, req->entry.name),
+                         &req->helper);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to start the helper");
+        r = manager_watch_helper(m, &req->helper);
+        if (r < 0) {
+                /* Nobody would reap it: do it now. */
+                helper_kill(&req->helper);
+                (void) waitpid(req->helper.pid, NULL, 0);
+                helper_free_stack(&req->helper);
+                return request_fail_errno(req, r, "Failed to watch the helper");
+        }
+        /* The helper has its own copy; keeping ours would keep the namespace
+         * alive after the caller lets go of it. */
+        req->userns_fd = (close(req->userns_fd), -1);
+
+        r = sd_event_add_io(m->event, &req->helper_io, req->helper.sock, EPOLLIN, on_helper_io, req);
+        if (r >= 0)
+                r = sd_event_add_time_relative(m->event, &req->helper_timeout, CLOCK_MONOTONIC,
+                                               HELPER_TIMEOUT_USEC, 0, on_helper_timeout, req);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to watch the helper");
+}
+
+/* Step 2 of the contract: polkit said yes. Pick the range and make it
+ * crash-safe before any map is written. */
+static void request_commit(Request *req) {
+        Manager *m = req->manager;
+        NsEntry *e = &req->entry;
+        int r;
+
+        if (e->kind == NS_KIND_TRANSIENT) {
+                r = allocator_take(m->allocator, req->size, e->id, &e->uid_start);
+                if (r == -ENOSPC)
+                        return request_fail(req, ERROR_PREFIX "NoRangeAvailable",
+                                            "No free range of %" PRIu32 " ids is left in the pool", req->size);
+                if (r < 0)
+                        return request_fail_errno(req, r, "Failed to allocate a range");
+                e->gid_start = e->uid_start;
+                req->range_taken = true;
+        }
+
+        r = registry_save(m->registry, e);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to write the registry entry");
+        req->saved = true;
+
+        if (m->tracker) {
+                r = tracker_add(m->tracker, e->id);
+                if (r < 0)
+                        return request_fail_errno(req, r, "Failed to track the namespace");
+                req->tracked = true;
+        }
+
+        request_spawn_helper(req);
+}
+
+static void on_polkit(PolkitResult result, const sd_bus_error *error, void *userdata) {
+        Request *req = userdata;
+        bool others = req->info.owner != req->caller;
+        char what[96];
+
+        req->polkit = NULL;
+        request_bus_call_done(req);
+
+        if (others)
+                snprintf(what, sizeof(what), "act on a user namespace that belongs to uid %u", (unsigned) req->info.owner);
+        else
+                snprintf(what, sizeof(what), "%s",
+                         req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
+
+        switch (result) {
+        case POLKIT_ALLOWED:
+                return request_commit(req);
+        case POLKIT_CHALLENGE:
+                /* With interaction allowed polkit already tried to ask: no
+                 * agent could. Retrying would not help, so it is a denial. */
+                if (sd_bus_message_get_allow_interactive_authorization(req->message) > 0)
+                        return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED,
+                                            "Authentication is required to %s, and no polkit agent could ask for it", what);
+                return request_fail(req, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
+                                    "Authentication is required to %s: call again allowing interactive authorization", what);
+        case POLKIT_DENIED:
+                if (others)
+                        return request_fail(req, ERROR_PREFIX "NotOwner",
+                                            "The user namespace belongs to uid %u, not to you (uid %u)",
+                                            (unsigned) req->info.owner, (unsigned) req->caller);
+                return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED, "Not authorized to %s", what);
+        case POLKIT_FAILED:
+        default:
+                return request_fail(req, SD_BUS_ERROR_ACCESS_DENIED,
+                                    "Could not check authorization to %s with polkit: %s", what,
+                                    error && error->message ? error->message : "no answer");
+        }
+}
+
+static void request_ask_polkit(Request *req);
+
+/* The caller's uid is known: apply limits, make reservations, ask polkit. */
+static void request_authorize(Request *req) {
+        Manager *m = req->manager;
+        NsEntry *e = &req->entry;
+        int r;
+
+        if (caller_requests(m, req->caller) >= m->config.max_requests_per_owner)
+                return request_fail(req, ERROR_PREFIX "TooManyRequests",
+                                    "You have %u requests in flight already, the limit is %u: wait for them to finish",
+                                    caller_requests(m, req->caller), m->config.max_requests_per_owner);
+        r = caller_requests_add(m, req->caller, +1);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to count the request");
+        req->counted_for_caller = true;
+
+        /* The range belongs to whoever owns the namespace (root or a manager
+         * may act on others' namespaces). */
+        e->owner = req->info.owner;
+        name_qualify(e->owner, req->given_name, e->name);
+
+        if (hashmap_get_string(m->by_name, e->name) || hashmap_get_string(m->pending_names, e->name))
+                return request_fail(req, ERROR_PREFIX "NameExists",
+                                    "The name '%s' is already in use: pick another one", e->name);
+
+        r = allocator_owner_charge(m->allocator, e->owner);
+        if (r == -EUSERS)
+                return request_fail(req, ERROR_PREFIX "TooManyNamespaces",
+                                    "uid %u already holds %u namespaces, the limit is %u",
+                                    (unsigned) e->owner, allocator_owner_count(m->allocator, e->owner),
+                                    m->config.max_namespaces_per_owner);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to charge the namespace to its owner");
+        req->charged = true;
+
+        r = hashmap_put_string(m->pending_names, e->name, req);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to reserve the name");
+        req->name_reserved = true;
+
+        if (e->kind != NS_KIND_TRANSIENT || e->map_caller) {
+                r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
+                if (r < 0) {
+                        (void) manager_refresh_claims(m);
+                        r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
+                }
+                if (r < 0)
+                        return request_fail(req, SD_BUS_ERROR_FAILED,
+                                            "uid %u has no user database entry, so its primary group is unknown",
+                                            (unsigned) req->caller);
+                e->caller_uid = req->caller;
+                e->caller_gid = req->caller_gid;
+                if (e->kind != NS_KIND_TRANSIENT) {
+                        e->uid_start = req->caller;
+                        e->gid_start = req->caller_gid;
+                }
+        }
+
+        /* Root is always authorized; asking polkit would only cost time. */
+        if (req->caller == 0)
+                return request_commit(req);
+
+        request_bus_call(req, &m->polkit_calls, request_ask_polkit);
+}
+
+static void request_ask_polkit(Request *req) {
+        Manager *m = req->manager;
+        NsEntry *e = &req->entry;
+        char size_str[16];
+        int r;
+
+        const char *action = req->info.owner != req->caller ? NSRESD_ACTION_PREFIX "manage" : kind_action[req->kind];
+        snprintf(size_str, sizeof(size_str), "%" PRIu32, req->size);
+        const char *details[] = {
+                "name", e->name,
+                "size", size_str,
+                "kind", ns_kind_to_string(e->kind),
+                NULL,
+        };
+
+        r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), action, details,
+                               sd_bus_message_get_allow_interactive_authorization(req->message) > 0,
+                               on_polkit, req, &req->polkit);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to ask polkit");
+}
+
+/* A caller's requests are authorized in the order they arrived, whichever
+ * learns its uid first (the cache answers at once, the bus later): limits
+ * then refuse the last ones, not arbitrary ones. */
+typedef struct SenderQueue {
+        Request *head, *tail;
+        char sender[];
+} SenderQueue;
+
+static int sender_queue_push(Request *req) {
+        Manager *m = req->manager;
+        const char *sender = sd_bus_message_get_sender(req->message);
+        SenderQueue *q = hashmap_get_string(m->identifying, sender);
+
+        if (!q) {
+                q = calloc(1, sizeof(SenderQueue) + strlen(sender) + 1);
+                if (!q)
+                        return -ENOMEM;
+                strcpy(q->sender, sender);
+                if (hashmap_put_string(m->identifying, q->sender, q) < 0) {
+                        free(q);
+                        return -ENOMEM;
+                }
+        }
+        if (q->tail)
+                q->tail->sender_next = req;
+        else
+                q->head = req;
+        q->tail = req;
+        req->in_sender_queue = true;
+        return 0;
+}
+
+static void sender_queue_unlink(Request *req) {
+        Manager *m = req->manager;
+        SenderQueue *q = hashmap_get_string(m->identifying, sd_bus_message_get_sender(req->message));
+        Request *prev = NULL;
+
+        if (!q)
+                return;
+        for (Request *i = q->head; i; prev = i, i = i->sender_next) {
+                if (i != req)
+                        continue;
+                if (prev)
+                        prev->sender_next = req->sender_next;
+                else
+                        q->head = req->sender_next;
+                if (q->tail == req)
+                        q->tail = prev;
+                break;
+        }
+        req->sender_next = NULL;
+        req->in_sender_queue = false;
+        if (!q->head) {
+                hashmap_remove_string(m->identifying, q->sender);
+                free(q);
+        }
+}
+
+static void sender_queue_advance(Manager *m, const char *sender) {
+        char name[256];
+
+        /* The string may belong to a message that a failing request frees. */
+        snprintf(name, sizeof(name), "%s", sender);
+        for (;;) {
+                SenderQueue *q = hashmap_get_string(m->identifying, name);
+                Request *req = q ? q->head : NULL;
+
+                if (!req || !req->identified)
+                        return;
+                sender_queue_unlink(req);
+                if (req->identify_error < 0)
+                        request_fail(req, SD_BUS_ERROR_FAILED, "Could not identify the caller: %s",
+                                     strerror(-req->identify_error));
+                else
+                        request_authorize(req);
+        }
+}
+
+static void request_identified(Request *req, uid_t uid, int error) {
+        char name[256];
+
+        snprintf(name, sizeof(name), "%s", sd_bus_message_get_sender(req->message));
+        req->caller = uid;
+        req->identify_error = error;
+        req->identified = true;
+        sender_queue_advance(req->manager, name);
+}
+
+static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Request *req = userdata;
+        uint32_t uid = (uint32_t) -1;
+        int r;
+
+        (void) ret_error;
+        req->uid_slot = sd_bus_slot_unref(req->uid_slot);
+        request_bus_call_done(req);
+
+        if (sd_bus_message_is_method_error(reply, NULL))
+                r = -sd_bus_message_get_errno(reply) ?: -EIO;
+        else
+                r = sd_bus_message_read(reply, "u", &uid);
+        if (r >= 0) {
+                r = 0;
+                caller_uid_remember(req->manager, sd_bus_message_get_sender(req->message), uid);
+        }
+        request_identified(req, uid, r);
+        return 0;
+}
+
+static void request_ask_caller_uid(Request *req) {
+        const CallerUid *c = hashmap_get_string(req->manager->caller_uids, sd_bus_message_get_sender(req->message));
+        int r;
+
+        /* Another request of the same caller may have learnt it meanwhile. */
+        if (c) {
+                request_bus_call_done(req);
+                return request_identified(req, c->uid, 0);
+        }
+
+        r = sd_bus_call_method_async(req->manager->bus, &req->uid_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_caller_uid, req,
+                                     "s", sd_bus_message_get_sender(req->message));
+        if (r < 0) {
+                request_bus_call_done(req);
+                request_identified(req, (uid_t) -1, r);
+        }
+}
+
+static void request_identify_caller(Request *req) {
+        const CallerUid *c = hashmap_get_string(req->manager->caller_uids, sd_bus_message_get_sender(req->message));
+        int r;
+
+        r = sender_queue_push(req);
+        if (r < 0)
+                return request_fail_errno(req, r, "Could not queue the request");
+        if (c)
+                return request_identified(req, c->uid, 0);
+        request_bus_call(req, &req->manager->lookup_calls, request_ask_caller_uid);
+}
+
+/* Common start of Allocate and Register: check the fd by what it is, reserve
+ * its id, then learn who the caller is (asynchronously: the bus daemon
+ * answers, we do not block on it). */
+int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,
+                  int fd, NsKind ns_kind, uint32_t size, uint32_t target, uint64_t flags,
+                  sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        if (m->n_requests >= MAX_REQUESTS_TOTAL)
+                return sd_bus_error_setf(error, ERROR_PREFIX "TooManyRequests",
+                                         "The service has %u requests in flight, try again shortly", m->n_requests);
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        req->manager = m;
+        m->n_requests++;
+        req->kind = kind;
+        req->userns_fd = -1;
+        req->helper = (Helper) { .pid = 0, .pidfd = -1, .sock = -1, .stack = NULL };
+        req->message = sd_bus_message_ref(message);
+        req->caller = (uid_t) -1;
+        req->size = size;
+        req->target = target;
+        req->flags = flags;
+        snprintf(req->given_name, sizeof(req->given_name), "%s", given_name);
+
+        r = userns_inspect(fd, m->own_userns_id, &req->info);
+        if (r == -EMEDIUMTYPE)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotAUserNamespace",
+                                        "The file descriptor is not a user namespace (pass an fd of /proc/PID/ns/user)");
+        if (r == -ECHILD)
+                return sd_bus_error_set(error, ERROR_PREFIX "BadNesting",
+                                        "The user namespace is not a direct child of the service's own user namespace");
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Failed to inspect the user namespace: %m");
+
+        if (hashmap_get_u64(m->by_id, req->info.id) || hashmap_get_u64(m->pending_ids, req->info.id))
+                return sd_bus_error_setf(error, ERROR_PREFIX "UserNamespaceExists",
+                                         "This user namespace (id %" PRIu64 ") is already registered with the service",
+                                         req->info.id);
+        r = hashmap_put_u64(m->pending_ids, req->info.id, req);
+        if (r < 0)
+                return r;
+        req->id_reserved = true;
+
+        req->userns_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (req->userns_fd < 0)
+                return -errno;
+
+        NsEntry *e = &req->entry;
+        e->id = req->info.id;
+        e->inode = req->info.inode;
+        e->kind = ns_kind;
+        e->size = req->size;
+        e->target = req->target;
+        e->map_caller = req->flags & ALLOCATE_MAP_CALLER;
+        e->pending = true;
+        e->created_usec = now_realtime_usec();
+        e->handle_type = req->info.handle_type;
+        e->handle_len = req->info.handle_len;
+        memcpy(e->handle, req->info.handle, req->info.handle_len);
+
+        /* From here on the request answers the call itself, now or later. */
+        request_identify_caller(TAKE_PTR(req));
+        return 1;
+}
+
