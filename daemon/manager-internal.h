@@ -118,6 +118,7 @@ struct Manager {
         sd_event_source *claims_timer;
         sd_event_source *claims_watch;
         sd_event_source *index_timer;
+        uint64_t claims_refreshed_usec;         /* CLOCK_MONOTONIC */
         sd_bus_slot *manager_slot, *userns_slot, *enumerator_slot, *object_manager_slot;
 
         HelperMode helper_mode;
@@ -135,6 +136,8 @@ int namespace_index(Manager *m, Namespace *ns);
 void emit_manager_counts(Manager *m);
 void manager_index_dirty(Manager *m);
 int manager_refresh_claims(Manager *m);
+/* Refresh unless that happened in the last few seconds: > 0 if it ran. */
+int manager_refresh_claims_ratelimited(Manager *m);
 
 /* request.c */
 int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,

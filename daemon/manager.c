@@ -287,8 +287,23 @@ int manager_refresh_claims(Manager *m) {
 
         claims_done(&m->claims);
         m->claims = c;
+        m->claims_refreshed_usec = now_monotonic_usec();
         emit_manager_counts(m);
         return 0;
+}
+
+/* Enumerating users can take long (a network directory): on demand at most
+ * this often. */
+#define CLAIMS_DEMAND_INTERVAL_USEC (5ULL * 1000000ULL)
+
+int manager_refresh_claims_ratelimited(Manager *m) {
+        int r;
+
+        if (m->claims_refreshed_usec != 0 &&
+            now_monotonic_usec() - m->claims_refreshed_usec < CLAIMS_DEMAND_INTERVAL_USEC)
+                return 0;
+        r = manager_refresh_claims(m);
+        return r < 0 ? r : 1;
 }
 
 static int on_claims_timer(sd_event_source *s, uint64_t usec, void *userdata) {

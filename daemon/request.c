@@ -663,10 +663,10 @@ static void request_authorize(Request *req) {
 
         if (e->kind != NS_KIND_TRANSIENT || e->map_caller) {
                 r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
-                if (r < 0) {
-                        (void) manager_refresh_claims(m);
+                /* A user added since the last refresh (one not in /etc, which
+                 * is watched). Enumerating blocks: rate-limited. */
+                if (r < 0 && manager_refresh_claims_ratelimited(m) > 0)
                         r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
-                }
                 if (r < 0)
                         return request_fail(req, SD_BUS_ERROR_FAILED,
                                             "uid %u has no user database entry, so its primary group is unknown",
