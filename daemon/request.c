@@ -261,7 +261,10 @@ static void request_fail_errno(Request *req, int r, const char *what) {
         request_fail(req, SD_BUS_ERROR_FAILED, "%s: %s", what, strerror(-r));
 }
 
-static void request_complete(Request *req) {
+/* Publish the namespace. With `failure` set the call still fails, but the
+ * namespace is published all the same: its uid_map is written, so its range
+ * is reserved until it is proven dead, and it is tracked like any other. */
+static void request_complete(Request *req, int failure) {
         Manager *m = req->manager;
         Namespace *ns;
         int r;
@@ -295,7 +298,11 @@ static void request_complete(Request *req) {
                  ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns_kind_to_string(ns->e.kind),
                  ns->e.uid_start, ns->e.size, ns->e.target, ns->e.map_caller ? ", caller mapped" : "");
 
-        if (req->kind == REQUEST_ALLOCATE)
+        if (failure < 0)
+                r = sd_bus_reply_method_errorf(req->message, SD_BUS_ERROR_FAILED,
+                                               "Failed to write the gid_map after the uid_map: %s; the namespace "
+                                               "keeps its range until it is destroyed", strerror(-failure));
+        else if (req->kind == REQUEST_ALLOCATE)
                 r = sd_bus_reply_method_return(req->message, "osuu", ns->path, ns->e.name,
                                                ns->e.uid_start, ns->e.gid_start);
         else
@@ -364,7 +371,7 @@ static void request_map(Request *req) {
                         return request_fail(req, SD_BUS_ERROR_INVALID_ARGS,
                                             "A registered namespace must have setgroups denied (write 'deny' to /proc/PID/setgroups before gid_map)");
                 req->entry.target = ext[0].inside;
-                return request_complete(req);
+                return request_complete(req, 0);
         }
 
         for (unsigned i = 0; i < 2; i++) {
@@ -403,8 +410,7 @@ static void request_map(Request *req) {
         r = proc_write_file(procfd, "gid_map", gid_map);
         if (r < 0) {
                 log_error_errno(r, "Failed to write gid_map of '%s' after its uid_map: %m", req->entry.name);
-                request_complete(req);
-                return;
+                return request_complete(req, r);
         }
 
         if (fault_matches(m->fault_kill_after_map, req->entry.name)) {
@@ -412,7 +418,7 @@ static void request_map(Request *req) {
                 raise(SIGKILL);
         }
 
-        request_complete(req);
+        request_complete(req, 0);
 }
 
 static int on_helper_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
