@@ -72,6 +72,8 @@ PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 BPF_FS_MAGIC = 0xcafe4a11
 BPF_MOUNT_POINT = Path('/sys/fs/bpf')
+# The kernel puts these iterators into every new bpffs: they are not pins.
+BPFFS_PRELOADED = {'maps.debug', 'progs.debug'}
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -719,7 +721,7 @@ class Environment:
             os.environ['DBUS_SYSTEM_BUS_ADDRESS'] = self._saved_address
         # Unmount only what we mounted, and only if nobody else pinned
         # anything there meanwhile: unmounting would drop their pins.
-        if self.mounted_bpffs and not os.listdir(BPF_MOUNT_POINT):
+        if self.mounted_bpffs and not (set(os.listdir(BPF_MOUNT_POINT)) - BPFFS_PRELOADED):
             subprocess.run(['umount', str(BPF_MOUNT_POINT)], check=False)
         self.mounted_bpffs = False
         shutil.rmtree(self.root, ignore_errors=True)
