@@ -440,6 +440,12 @@ static void finish_pending(Manager *m) {
         }
 }
 
+static bool namespace_is_known(uint64_t ns_id, void *userdata) {
+        Manager *m = userdata;
+
+        return hashmap_get_u64(m->by_id, ns_id) != NULL;
+}
+
 static void parse_faults(Manager *m) {
         const char *f = getenv("NSRESD_FAULT");
         _cleanup_free_ char *copy = NULL;
@@ -602,6 +608,9 @@ int manager_start(Manager *m) {
                         if (r < 0)
                                 log_warning_errno(r, "Failed to track '%s': %m", ((Namespace *) v)->e.name);
                 }
+                r = tracker_prune(m->tracker, namespace_is_known, m);
+                if (r > 0)
+                        log_info("Dropped %d stale teardown tracking entries", r);
                 /* Events from while we were down. */
                 (void) tracker_drain(m->tracker);
                 if (tracker_drops(m->tracker) > 0) {

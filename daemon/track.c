@@ -388,6 +388,42 @@ int tracker_remove(Tracker *t, uint64_t ns_id) {
         return r == -ENOENT ? 0 : r;
 }
 
+int tracker_prune(Tracker *t, bool (*keep)(uint64_t ns_id, void *userdata), void *userdata) {
+        _cleanup_free_ uint64_t *stale = NULL;
+        size_t n = 0, allocated = 0;
+        uint64_t key, next;
+        int fd, r;
+
+        assert(t);
+
+        /* Walk first, delete afterwards: the next key of a deleted one starts
+         * the walk over. */
+        fd = bpf_map__fd(t->skel->maps.tracked);
+        for (r = bpf_map_get_next_key(fd, NULL, &next); r >= 0; r = bpf_map_get_next_key(fd, &key, &next)) {
+                key = next;
+                if (keep(key, userdata))
+                        continue;
+                if (n == allocated) {
+                        size_t k = allocated ? allocated * 2 : 64;
+                        uint64_t *p = realloc(stale, k * sizeof(uint64_t));
+                        if (!p)
+                                return -ENOMEM;
+                        stale = p;
+                        allocated = k;
+                }
+                stale[n++] = key;
+        }
+        if (r != -ENOENT)
+                return r;
+
+        for (size_t i = 0; i < n; i++) {
+                r = bpf_map_delete_elem(fd, &stale[i]);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        return (int) n;
+}
+
 int tracker_drain(Tracker *t) {
         assert(t);
 

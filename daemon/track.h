@@ -12,6 +12,7 @@
  * handle before releasing anything.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -28,6 +29,10 @@ Tracker *tracker_free(Tracker *t);
 
 int tracker_add(Tracker *t, uint64_t ns_id);
 int tracker_remove(Tracker *t, uint64_t ns_id);
+
+/* Forget tracked ids for which keep() says false (entries of namespaces the
+ * registry no longer knows, left by a crash). Returns how many went. */
+int tracker_prune(Tracker *t, bool (*keep)(uint64_t ns_id, void *userdata), void *userdata);
 
 /* Deliver every queued event now (at start, events from while we were down). */
 int tracker_drain(Tracker *t);

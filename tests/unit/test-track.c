@@ -335,6 +335,34 @@ static void test_tracked_namespace_reported(sd_event *e) {
         tracker_free(t);
 }
 
+static bool keep_none(uint64_t ns_id, void *userdata) {
+        (void) ns_id;
+        (void) userdata;
+        return false;
+}
+
+static bool keep_listed(uint64_t ns_id, void *userdata) {
+        return ns_id == *(const uint64_t *) userdata;
+}
+
+static void test_prune_drops_unknown_entries(sd_event *e) {
+        uint64_t known = UINT64_C(1) << 62;
+        Tracker *t = NULL;
+        Seen seen = {};
+
+        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK(tracker_prune(t, keep_none, NULL) >= 0);
+
+        CHECK_EQ(tracker_add(t, known - 1), 0);
+        CHECK_EQ(tracker_add(t, known), 0);
+        CHECK_EQ(tracker_add(t, known + 1), 0);
+        CHECK_EQ(tracker_prune(t, keep_listed, &known), 2);
+        CHECK_EQ(tracker_prune(t, keep_listed, &known), 0);
+        CHECK_EQ(tracker_prune(t, keep_none, NULL), 1);
+        CHECK_EQ(tracker_prune(t, keep_none, NULL), 0);
+        tracker_free(t);
+}
+
 static void test_untracked_namespace_silent(sd_event *e) {
         Holder never, removed, tracked;
         Tracker *t = NULL;
@@ -541,6 +569,7 @@ int main(void) {
 
         RUN_TEST_LOOP(e, test_tracked_namespace_reported);
         RUN_TEST_LOOP(e, test_untracked_namespace_silent);
+        RUN_TEST_LOOP(e, test_prune_drops_unknown_entries);
         RUN_TEST_LOOP(e, test_event_kept_across_restart);
         RUN_TEST_LOOP(e, test_stale_link_replaced);
         RUN_TEST_LOOP(e, test_ancestor_reported);
