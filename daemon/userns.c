@@ -180,26 +180,30 @@ static int helper_main(void *p) {
         if (raw_syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0) < 0)
                 helper_exit(EXIT_FAILURE);
 
-        if (raw_syscall(SYS_dup3, a->userns_fd, 3, 0) < 0 || raw_syscall(SYS_dup3, a->sock, 4, 0) < 0)
-                helper_exit(EXIT_FAILURE);
-        if (raw_syscall(SYS_close_range, 5, ~0U, 0) < 0)
+        /* Nothing of the daemon's may reach the caller's namespace, not even
+         * its stdio: close every fd but these two, wherever they are. */
+        unsigned lo = (unsigned) (a->userns_fd < a->sock ? a->userns_fd : a->sock);
+        unsigned hi = (unsigned) (a->userns_fd < a->sock ? a->sock : a->userns_fd);
+        if ((lo > 0 && raw_syscall(SYS_close_range, 0, lo - 1, 0) < 0) ||
+            (hi > lo + 1 && raw_syscall(SYS_close_range, lo + 1, hi - 1, 0) < 0) ||
+            raw_syscall(SYS_close_range, hi + 1, ~0U, 0) < 0)
                 helper_exit(EXIT_FAILURE);
 
-        r = raw_syscall(SYS_setns, 3, CLONE_NEWUSER, 0);
+        r = raw_syscall(SYS_setns, a->userns_fd, CLONE_NEWUSER, 0);
         if (r < 0) {
                 int e = (int) -r;
-                raw_syscall(SYS_write, 4, (long) &e, sizeof(e));
+                raw_syscall(SYS_write, a->sock, (long) &e, sizeof(e));
                 helper_exit(EXIT_FAILURE);
         }
-        raw_syscall(SYS_close, 3, 0, 0);
+        raw_syscall(SYS_close, a->userns_fd, 0, 0);
 
         if (a->stop_before_ready)
                 raw_syscall(SYS_kill, raw_syscall(SYS_getpid, 0, 0, 0), SIGSTOP, 0);
 
-        if (raw_syscall(SYS_write, 4, (long) &c, 1) != 1)
+        if (raw_syscall(SYS_write, a->sock, (long) &c, 1) != 1)
                 helper_exit(EXIT_FAILURE);
         /* Wait for the daemon to be done with our /proc entry. */
-        raw_syscall(SYS_read, 4, (long) &c, 1);
+        raw_syscall(SYS_read, a->sock, (long) &c, 1);
         helper_exit(EXIT_SUCCESS);
 }
 
