@@ -4,24 +4,14 @@
  * per-namespace objects. Work is handed to request.c. */
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 
 #include "log.h"
 #include "manager-internal.h"
 #include "names.h"
-#include "polkit.h"
 #include "util.h"
 
 static int check_name(const char *name, bool mangle, char ret[static NAME_MAX_LEN + 1], sd_bus_error *error) {

@@ -10,20 +10,14 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "log.h"
 #include "manager-internal.h"
-#include "names.h"
 #include "polkit.h"
 #include "registry.h"
 #include "track.h"
