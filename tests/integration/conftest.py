@@ -76,20 +76,7 @@ def daemon_factory(environment, polkit, request):
 
     yield start
 
-    problems = []
-    for d in daemons:
-        try:
-            if d.running:
-                pid = d.pid
-                rc = d.stop(timeout=5)
-                if rc != 0:
-                    problems.append(f'nsresd (pid {pid}) ended with {rc} on SIGTERM '
-                                    f'(None: still running after 5 s), expected 0')
-            elif d.process is not None:
-                problems.append(f'nsresd (pid {d.pid}) exited on its own during the test '
-                                f'with {d.process.returncode}')
-        finally:
-            d.cleanup()
+    problems = h.stop_daemons(daemons)
     if problems:
         pytest.fail('\n'.join(problems), pytrace=False)
 

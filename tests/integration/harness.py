@@ -727,6 +727,40 @@ class Environment:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+
+# Ways to get a namespace published, by the kind of mapping it ends up with.
+NAMESPACE_KINDS = {'size-1': (0, 1), 'self': (SELF, 1), 'map-caller': (MAP_CALLER, BLOCK)}
+
+
+def publish_kind(make_userns, user, kind, name='k'):
+    """A namespace of `user` published as `kind` ('registered' or a key of
+    NAMESPACE_KINDS); returns (Userns, object path)."""
+    ns = make_userns(user, map_self=(kind == 'registered'))
+    if kind == 'registered':
+        return ns, as_user(user, lambda c: c.register(name, ns)).path
+    flags, size = NAMESPACE_KINDS[kind]
+    return ns, as_user(user, lambda c: c.allocate(name, ns, size=size, flags=flags)).path
+
+
+def stop_daemons(daemons):
+    """Stop and clean up every daemon; a daemon must exit 0 on SIGTERM within
+    5 s and must not have exited on its own. Returns what went wrong."""
+    problems = []
+    for d in daemons:
+        try:
+            if d.running:
+                pid = d.pid
+                rc = d.stop(timeout=5)
+                if rc != 0:
+                    problems.append(f'nsresd (pid {pid}) ended with {rc} on SIGTERM '
+                                    f'(None: still running after 5 s), expected 0')
+            elif d.process is not None:
+                problems.append(f'nsresd (pid {d.pid}) exited on its own during the test '
+                                f'with {d.process.returncode}')
+        finally:
+            d.cleanup()
+    return problems
+
 # ---- polkit ---------------------------------------------------------------------------
 
 class PolkitMock:

@@ -186,16 +186,7 @@ def unstarted_daemon(environment, polkit, request, attach_log):
         return d
 
     yield make
-    problems = []
-    for d in made:
-        try:
-            if d.running:
-                pid = d.pid
-                rc = d.stop(timeout=5)
-                if rc != 0:
-                    problems.append(f'nsresd (pid {pid}) ended with {rc} on SIGTERM, expected 0')
-        finally:
-            d.cleanup()
+    problems = h.stop_daemons(made)
     if problems:
         pytest.fail('\n'.join(problems), pytrace=False)
 

@@ -62,11 +62,7 @@ def test_namespace_released_after_its_last_process_exits(daemon, userns, root, s
 
 @pytest.mark.parametrize('kind', ['self', 'registered'])
 def test_other_kinds_are_released(daemon, userns, root, signals, kind):
-    ns = userns(NOBODY, map_self=(kind == 'registered'))
-    if kind == 'registered':
-        path = h.as_user(NOBODY, lambda c: c.register('k', ns)).path
-    else:
-        path = h.as_user(NOBODY, allocate(ns, name='k', size=1, flags=h.SELF)).path
+    ns, path = h.publish_kind(userns, NOBODY, kind)
     ns.release()
     exited = time.monotonic()
     wait_removed(signals, path)

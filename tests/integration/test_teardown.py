@@ -52,12 +52,7 @@ def test_transient_namespace_released_within_a_second(daemon, userns, root, sign
 
 @pytest.mark.parametrize('kind', ['size-1', 'self', 'registered', 'map-caller'])
 def test_every_kind_is_released(daemon, userns, root, signals, kind):
-    ns = userns(NOBODY, map_self=(kind == 'registered'))
-    if kind == 'registered':
-        path = h.as_user(NOBODY, lambda c: c.register('k', ns)).path
-    else:
-        flags, size = {'size-1': (0, 1), 'self': (h.SELF, 1), 'map-caller': (h.MAP_CALLER, BLOCK)}[kind]
-        path = h.as_user(NOBODY, allocate(ns, name='k', size=size, flags=flags)).path
+    ns, path = h.publish_kind(userns, NOBODY, kind)
     ns.release()
     exited = time.monotonic()
     wait_removed(signals, path)
