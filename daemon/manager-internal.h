@@ -113,6 +113,7 @@ struct Manager {
         uint64_t own_userns_id;
         int nsfs_fd;            /* our own user namespace: any nsfs fd opens handles */
 
+        sd_event_source *teardown_source;
         sd_event_source *sweep_timer;
         sd_event_source *recheck_timer;
         sd_event_source *claims_timer;

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -209,6 +210,23 @@ static void on_teardown_event(uint64_t ns_id, uint64_t inode, void *userdata) {
         if (hashmap_put_u64(m->suspects, ns->e.id, ns) == -ENOMEM)
                 log_warning("Out of memory queueing '%s' for a liveness check; the periodic sweep will find it", ns->e.name);
         recheck_arm(m);
+}
+
+static int on_teardown_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        (void) fd;
+        (void) revents;
+
+        r = tracker_consume(m->tracker);
+        if (r < 0) {
+                /* The ring stays readable, so retrying would spin; the
+                 * backstop sweep still finds every dead namespace. */
+                log_warning_errno(r, "Failed to read teardown events, relying on the periodic sweep: %m");
+                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        }
+        return 0;
 }
 
 static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -589,7 +607,14 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up timers: %m");
 
-        r = m->fault_no_bpf ? -EOPNOTSUPP : tracker_open(m->event, m->bpf_dir, on_teardown_event, m, &m->tracker);
+        r = m->fault_no_bpf ? -EOPNOTSUPP : tracker_open(m->bpf_dir, on_teardown_event, m, &m->tracker);
+        if (r >= 0) {
+                r = sd_event_add_io(m->event, &m->teardown_source, tracker_fd(m->tracker), EPOLLIN, on_teardown_io, m);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(m->teardown_source, "teardown-events");
+                else
+                        m->tracker = tracker_free(m->tracker);
+        }
         if (r < 0) {
                 log_warning_errno(r, "BPF teardown tracking unavailable, polling every second instead: %m");
                 m->tracker = NULL;
@@ -606,7 +631,7 @@ int manager_start(Manager *m) {
                 if (r > 0)
                         log_info("Dropped %d stale teardown tracking entries", r);
                 /* Events from while we were down. */
-                (void) tracker_drain(m->tracker);
+                (void) tracker_consume(m->tracker);
                 if (tracker_drops(m->tracker) > 0) {
                         log_warning("Teardown events were lost while the service was down");
                         tracker_reset_drops(m->tracker);
@@ -675,6 +700,7 @@ Manager *manager_free(Manager *m) {
         sd_bus_slot_unref(m->object_manager_slot);
         sd_bus_flush_close_unref(m->bus);
 
+        sd_event_source_disable_unref(m->teardown_source);
         tracker_free(m->tracker);
         registry_close(m->registry);
         allocator_free(m->allocator);

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -32,7 +31,6 @@ static const char *const pinned_maps[] = { "tracked", "events", "drops" };
 struct Tracker {
         struct userns_track *skel;
         struct ring_buffer *ring;
-        sd_event_source *source;
         tracker_event_cb cb;
         void *userdata;
 };
@@ -234,28 +232,11 @@ static int on_ring_event(void *userdata, void *data, size_t size) {
         return 0;
 }
 
-static int on_ring_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Tracker *t = userdata;
-        int r;
-
-        (void) fd;
-        (void) revents;
-
-        r = ring_buffer__consume(t->ring);
-        if (r < 0) {
-                /* The ring stays readable, so retrying would spin; the
-                 * periodic sweep still finds every dead namespace. */
-                log_warning_errno(r, "Failed to read teardown events, relying on the periodic sweep: %m");
-                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
-        }
-        return 0;
-}
-
 static void tracker_freep(Tracker **t) {
         tracker_free(*t);
 }
 
-int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret) {
+int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret) {
         _cleanup_(tracker_freep) Tracker *t = NULL;
         _cleanup_free_ char *pin_dir = NULL, *link_path = NULL;
         struct bpf_program *prog;
@@ -263,7 +244,6 @@ int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void
         bool reuse = false;
         int r;
 
-        assert(event);
         assert(bpf_dir);
         assert(cb);
         assert(ret);
@@ -350,11 +330,6 @@ int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void
         if (!t->ring)
                 return -errno;
 
-        r = sd_event_add_io(event, &t->source, ring_buffer__epoll_fd(t->ring), EPOLLIN, on_ring_io, t);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(t->source, "teardown-events");
-
         *ret = TAKE_PTR(t);
         return 0;
 }
@@ -363,7 +338,6 @@ Tracker *tracker_free(Tracker *t) {
         if (!t)
                 return NULL;
 
-        sd_event_source_disable_unref(t->source);
         ring_buffer__free(t->ring);
         /* Closes our link fd only: a pinned link stays attached. */
         userns_track__destroy(t->skel);
@@ -424,7 +398,13 @@ int tracker_prune(Tracker *t, bool (*keep)(uint64_t ns_id, void *userdata), void
         return (int) n;
 }
 
-int tracker_drain(Tracker *t) {
+int tracker_fd(Tracker *t) {
+        assert(t);
+
+        return ring_buffer__epoll_fd(t->ring);
+}
+
+int tracker_consume(Tracker *t) {
         assert(t);
 
         return ring_buffer__consume(t->ring);

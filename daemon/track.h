@@ -14,17 +14,15 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <systemd/sd-event.h>
 
 typedef struct Tracker Tracker;
 
 typedef void (*tracker_event_cb)(uint64_t ns_id, uint64_t inode, void *userdata);
 
-/* Load (or reuse pinned) programs and maps and attach the ring buffer to the
- * event loop. A negative errno when BPF is unavailable: the caller falls back
- * to polling. */
-int tracker_open(sd_event *event, const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret);
-/* Closes fds and event sources; pins stay. */
+/* Load (or reuse pinned) programs and maps. A negative errno when BPF is
+ * unavailable: the caller falls back to polling. */
+int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret);
+/* Closes fds; pins stay. */
 Tracker *tracker_free(Tracker *t);
 
 int tracker_add(Tracker *t, uint64_t ns_id);
@@ -34,8 +32,12 @@ int tracker_remove(Tracker *t, uint64_t ns_id);
  * registry no longer knows, left by a crash). Returns how many went. */
 int tracker_prune(Tracker *t, bool (*keep)(uint64_t ns_id, void *userdata), void *userdata);
 
-/* Deliver every queued event now (at start, events from while we were down). */
-int tracker_drain(Tracker *t);
+/* Becomes readable (epoll) when events are queued. */
+int tracker_fd(Tracker *t);
+/* Deliver every queued event now, through the callback: when tracker_fd()
+ * is readable, and at start for events from while we were down. Returns how
+ * many, or a negative errno. */
+int tracker_consume(Tracker *t);
 
 /* Events lost because the ring buffer was full, since the last reset. */
 uint64_t tracker_drops(Tracker *t);

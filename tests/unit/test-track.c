@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -27,6 +28,7 @@
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <systemd/sd-event.h>
 #include <unistd.h>
 
 #include "test-util.h"
@@ -50,6 +52,33 @@
 
 static char bpf_root[] = "/sys/fs/bpf/test-track-XXXXXX";
 static char bpf_dir[sizeof(bpf_root) + sizeof("/nsresd")];
+
+/* The daemon's wiring of the tracker into its event loop, for one tracker at
+ * a time. */
+static sd_event_source *tracker_source;
+
+static int on_tracker_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        (void) s;
+        (void) fd;
+        (void) revents;
+        CHECK(tracker_consume(userdata) >= 0);
+        return 0;
+}
+
+static int open_tracker(sd_event *e, const char *dir, tracker_event_cb cb, void *userdata, Tracker **ret) {
+        int r;
+
+        r = tracker_open(dir, cb, userdata, ret);
+        if (r < 0)
+                return r;
+        CHECK(sd_event_add_io(e, &tracker_source, tracker_fd(*ret), EPOLLIN, on_tracker_io, *ret) >= 0);
+        return 0;
+}
+
+static void close_tracker(Tracker *t) {
+        tracker_source = sd_event_source_disable_unref(tracker_source);
+        tracker_free(t);
+}
 
 typedef struct Seen {
         uint64_t ids[256];
@@ -299,7 +328,7 @@ static void test_tracked_namespace_reported(sd_event *e) {
         Tracker *t = NULL;
         Seen seen = {};
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
         CHECK_EQ(tracker_drops(t), 0);
 
         for (size_t round = 0; round < LATENCY_ROUNDS; round++) {
@@ -332,7 +361,7 @@ static void test_tracked_namespace_reported(sd_event *e) {
         CHECK_EQ(tracker_drops(t), 0);
         tracker_reset_drops(t);
         CHECK_EQ(tracker_drops(t), 0);
-        tracker_free(t);
+        close_tracker(t);
 }
 
 static bool keep_none(uint64_t ns_id, void *userdata) {
@@ -350,7 +379,7 @@ static void test_prune_drops_unknown_entries(sd_event *e) {
         Tracker *t = NULL;
         Seen seen = {};
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
         CHECK(tracker_prune(t, keep_none, NULL) >= 0);
 
         CHECK_EQ(tracker_add(t, known - 1), 0);
@@ -360,7 +389,7 @@ static void test_prune_drops_unknown_entries(sd_event *e) {
         CHECK_EQ(tracker_prune(t, keep_listed, &known), 0);
         CHECK_EQ(tracker_prune(t, keep_none, NULL), 1);
         CHECK_EQ(tracker_prune(t, keep_none, NULL), 0);
-        tracker_free(t);
+        close_tracker(t);
 }
 
 static void test_untracked_namespace_silent(sd_event *e) {
@@ -368,7 +397,7 @@ static void test_untracked_namespace_silent(sd_event *e) {
         Tracker *t = NULL;
         Seen seen = {};
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
 
         holder_start(&never, NULL);
         holder_start(&removed, NULL);
@@ -393,7 +422,7 @@ static void test_untracked_namespace_silent(sd_event *e) {
         holder_done(&never);
         holder_done(&removed);
         holder_done(&tracked);
-        tracker_free(t);
+        close_tracker(t);
 }
 
 static void test_event_kept_across_restart(sd_event *e) {
@@ -405,11 +434,11 @@ static void test_event_kept_across_restart(sd_event *e) {
         Holder h;
         size_t i;
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
         link_id = pinned_link_id();
         holder_start(&h, NULL);
         CHECK_EQ(tracker_add(t, h.ns_id), 0);
-        tracker_free(t);
+        close_tracker(t);
 
         holder_stop(&h);
         holder_wait_ns_gone(&h);
@@ -422,19 +451,19 @@ static void test_event_kept_across_restart(sd_event *e) {
         CHECK_EQ(poll(&(struct pollfd) { .fd = events_fd, .events = POLLIN }, 1, EVENT_TIMEOUT_USEC / 1000), 1);
         CHECK_EQ(seen.n, 0);
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
         /* The pinned program was kept, not loaded a second time. */
         CHECK_EQ(pinned_link_id(), link_id);
-        CHECK_EQ(tracker_drain(t), 1);
+        CHECK_EQ(tracker_consume(t), 1);
         CHECK_EQ(seen.n, 1);
         i = (size_t) seen_find(&seen, h.ns_id);
         CHECK_EQ(i, 0);
         CHECK_EQ(seen.inodes[i], h.inode);
-        CHECK_EQ(tracker_drain(t), 0);
+        CHECK_EQ(tracker_consume(t), 0);
 
         CHECK_EQ(tracker_remove(t, h.ns_id), 0);
         holder_done(&h);
-        tracker_free(t);
+        close_tracker(t);
 }
 
 static void test_stale_link_replaced(sd_event *e) {
@@ -444,15 +473,15 @@ static void test_stale_link_replaced(sd_event *e) {
         Seen seen = {};
         Holder h;
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
-        tracker_free(t);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
+        close_tracker(t);
         link_id = pinned_link_id();
 
         /* The pinned program would keep filling a map nobody can reach: the
          * next open must load and pin a new one for the new map. */
         CHECK(asprintf(&tracked_path, "%s/v1/tracked", bpf_dir) >= 0);
         CHECK(unlink(tracked_path) == 0);
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
         CHECK(pinned_link_id() != link_id);
         CHECK(access(tracked_path, F_OK) == 0);
 
@@ -466,7 +495,7 @@ static void test_stale_link_replaced(sd_event *e) {
 
         CHECK_EQ(tracker_remove(t, h.ns_id), 0);
         holder_done(&h);
-        tracker_free(t);
+        close_tracker(t);
 }
 
 static void test_ancestor_reported(sd_event *e) {
@@ -475,7 +504,7 @@ static void test_ancestor_reported(sd_event *e) {
         Seen seen = {};
         int status;
 
-        CHECK_EQ(tracker_open(e, bpf_dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, bpf_dir, on_event, &seen, &t), 0);
 
         holder_start(&outer, &inner);
         CHECK(outer.ns_id != inner.ns_id);
@@ -500,7 +529,7 @@ static void test_ancestor_reported(sd_event *e) {
         CHECK_EQ(tracker_remove(t, outer.ns_id), 0);
         holder_done(&outer);
         holder_done(&inner);
-        tracker_free(t);
+        close_tracker(t);
 }
 
 static void test_without_bpffs(sd_event *e) {
@@ -512,7 +541,7 @@ static void test_without_bpffs(sd_event *e) {
 
         /* Not bpffs: works for as long as it is open, pins nothing. */
         CHECK(mkdtemp(dir));
-        CHECK_EQ(tracker_open(e, dir, on_event, &seen, &t), 0);
+        CHECK_EQ(open_tracker(e, dir, on_event, &seen, &t), 0);
         CHECK(asprintf(&pin_dir, "%s/v1", dir) >= 0);
         CHECK(access(pin_dir, F_OK) < 0 && errno == ENOENT);
 
@@ -522,7 +551,7 @@ static void test_without_bpffs(sd_event *e) {
         run_until_seen(e, &seen, h.ns_id);
 
         holder_done(&h);
-        tracker_free(t);
+        close_tracker(t);
         CHECK(rmdir(dir) == 0);
 }
 
@@ -559,13 +588,13 @@ int main(void) {
         CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
         CHECK(sd_event_new(&e) >= 0);
 
-        r = tracker_open(e, bpf_dir, on_event, &seen, &t);
+        r = open_tracker(e, bpf_dir, on_event, &seen, &t);
         if (r == -ENOENT || r == -EPERM) {
                 printf("# skipped: BPF teardown tracking unavailable: %s\n", strerror(-r));
                 return 77;
         }
         CHECK_EQ(r, 0);
-        tracker_free(t);
+        close_tracker(t);
 
         RUN_TEST_LOOP(e, test_tracked_namespace_reported);
         RUN_TEST_LOOP(e, test_untracked_namespace_silent);
