@@ -4,17 +4,14 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
-#include <linux/magic.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
+#include "bpf-util.h"
 #include "log.h"
 #include "track.h"
 #include "userns-track.h"
@@ -34,26 +31,6 @@ struct Tracker {
         tracker_event_cb cb;
         void *userdata;
 };
-
-static int libbpf_log(enum libbpf_print_level level, const char *format, va_list ap) {
-        _cleanup_free_ char *msg = NULL;
-        size_t n;
-
-        /* libbpf reports every step at info/debug level; only its warnings
-         * (verifier log, refused pins) help someone reading our log. */
-        if (level > LIBBPF_WARN)
-                return 0;
-
-        /* Not a fixed buffer: a verifier log runs to kilobytes and its end
-         * says what was refused. */
-        if (vasprintf(&msg, format, ap) < 0)
-                return 0;
-        n = strlen(msg);
-        while (n > 0 && msg[n - 1] == '\n')
-                msg[--n] = '\0';
-        log_warning("libbpf: %s", msg);
-        return 0;
-}
 
 static int kallsyms_lookup(const char *symbol, uint64_t *ret_addr) {
         _cleanup_fclose_ FILE *f = NULL;
@@ -95,49 +72,6 @@ static int kallsyms_lookup(const char *symbol, uint64_t *ret_addr) {
         return ferror(f) ? -EIO : -ENOENT;
 }
 
-/* Returns 1 and the pin directory if bpf_dir is (or can be created) on a BPF
- * filesystem, 0 if it is not one. */
-static int pin_dir_prepare(const char *bpf_dir, char **ret_pin_dir) {
-        _cleanup_free_ char *pin_dir = NULL;
-        struct statfs sfs;
-
-        if (statfs(bpf_dir, &sfs) < 0) {
-                _cleanup_free_ char *parent = NULL;
-                char *slash;
-
-                if (errno != ENOENT)
-                        return -errno;
-
-                /* Only create it on bpffs: a directory left on the file
-                 * system underneath would hide the missing mount. */
-                parent = strdup(bpf_dir);
-                if (!parent)
-                        return -ENOMEM;
-                slash = strrchr(parent, '/');
-                if (!slash)
-                        return 0;
-                if (slash == parent)
-                        slash[1] = '\0';
-                else
-                        *slash = '\0';
-                if (statfs(parent, &sfs) < 0)
-                        return errno == ENOENT ? 0 : -errno;
-                if (sfs.f_type != BPF_FS_MAGIC)
-                        return 0;
-                if (mkdir(bpf_dir, 0700) < 0 && errno != EEXIST)
-                        return -errno;
-        } else if (sfs.f_type != BPF_FS_MAGIC)
-                return 0;
-
-        if (asprintf(&pin_dir, "%s/" TRACK_PIN_VERSION, bpf_dir) < 0)
-                return -ENOMEM;
-        if (mkdir(pin_dir, 0700) < 0 && errno != EEXIST)
-                return -errno;
-
-        *ret_pin_dir = TAKE_PTR(pin_dir);
-        return 1;
-}
-
 static int map_get_id(int fd, uint32_t *ret_id) {
         struct bpf_map_info info = {};
         uint32_t len = sizeof(info);
@@ -148,18 +82,6 @@ static int map_get_id(int fd, uint32_t *ret_id) {
                 return r;
         *ret_id = info.id;
         return 0;
-}
-
-static bool fd_is_bpf_link(int fd) {
-        char path[sizeof("/proc/self/fd/") + 12], target[64];
-        ssize_t n;
-
-        snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0)
-                return false;
-        target[n] = '\0';
-        return strcmp(target, "anon_inode:bpf-link") == 0;
 }
 
 /* Returns 1 if <pin_dir>/link is a link whose program feeds exactly the maps
@@ -178,7 +100,7 @@ static int pinned_link_usable(const char *pin_dir) {
         link_fd = bpf_obj_get(link_path);
         if (link_fd < 0)
                 return link_fd == -ENOENT ? 0 : link_fd;
-        if (!fd_is_bpf_link(link_fd))
+        if (!bpf_fd_is_link(link_fd))
                 return 0;
 
         len = sizeof(link_info);
@@ -248,7 +170,7 @@ int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Track
         assert(cb);
         assert(ret);
 
-        libbpf_set_print(libbpf_log);
+        bpf_log_to_daemon_log();
 
         r = kallsyms_lookup("free_user_ns", &free_user_ns_addr);
         if (r < 0)
@@ -266,7 +188,7 @@ int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Track
         t->skel->rodata->free_user_ns_addr = free_user_ns_addr;
         prog = t->skel->progs.userns_track_free;
 
-        r = pin_dir_prepare(bpf_dir, &pin_dir);
+        r = bpf_pin_dir_prepare(bpf_dir, TRACK_PIN_VERSION, &pin_dir);
         if (r < 0)
                 return log_full_errno(LOG_DEBUG, r, "Failed to prepare '%s' for pinning: %m", bpf_dir);
         if (r == 0)
