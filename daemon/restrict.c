@@ -207,7 +207,8 @@ static int pin_link(const char *pin_dir, const char *name, struct bpf_link *link
         _cleanup_free_ char *path = NULL, *tmp = NULL;
         int r;
 
-        if (asprintf(&path, "%s/%s", pin_dir, name) < 0 || asprintf(&tmp, "%s/.%s.new", pin_dir, name) < 0)
+        /* bpffs refuses names with dots. */
+        if (asprintf(&path, "%s/%s", pin_dir, name) < 0 || asprintf(&tmp, "%s/%s-new", pin_dir, name) < 0)
                 return -ENOMEM;
 
         (void) unlink(tmp);
@@ -242,7 +243,7 @@ static int unpin_dir(const char *dir) {
                 while ((de = readdir(d))) {
                         bool is_map = false;
 
-                        if (de->d_name[0] == '.' && (de->d_name[1] == '\0' || strcmp(de->d_name, "..") == 0))
+                        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
                                 continue;
                         for (size_t i = 0; i < ELEMENTSOF(pinned_maps); i++)
                                 is_map = is_map || strcmp(de->d_name, pinned_maps[i]) == 0;
@@ -303,7 +304,7 @@ static int hooks_fire(Restrictor *rs, uint64_t *ret_calls) {
         r = restrictor_stats(rs, before);
         if (r < 0)
                 return r;
-        if (asprintf(&probe, "%s/.probe-%d", rs->pin_dir, (int) getpid()) < 0)
+        if (asprintf(&probe, "%s/probe-%d", rs->pin_dir, (int) getpid()) < 0)
                 return -ENOMEM;
         if (mkdir(probe, 0700) < 0 && errno != EEXIST)
                 return -errno;
@@ -336,7 +337,7 @@ int restrictor_attach(Restrictor *rs, char **ret_reason) {
 
         r = hooks_fire(rs, &calls);
         if (r < 0)
-                return reason(ret_reason, r, "Cannot check whether the restriction runs: %m");
+                return reason(ret_reason, r, "Cannot check whether the restriction runs (mkdir in '%s'): %m", rs->pin_dir);
         if (r == 0) {
                 for (size_t i = 0; i < rs->n_links; i++)
                         bpf_link__destroy(rs->links[i]);
