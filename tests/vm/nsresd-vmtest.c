@@ -597,6 +597,113 @@ static void setup_filesystems(const char *image) {
         mkdir_open("/mnt/ovl");
 }
 
+/* A tracked namespace's root that makes a directory on the host tmpfs each
+ * time it is asked, and answers with the errno. */
+typedef struct Resident {
+        pid_t pid;
+        int ask, answer;
+        uint64_t key;
+        unsigned n;
+} Resident;
+
+static void resident_start(Resident *r) {
+        int to_child[2], to_parent[2];
+        char b;
+
+        if (pipe2(to_child, O_CLOEXEC) < 0 || pipe2(to_parent, O_CLOEXEC) < 0)
+                die("pipe");
+        fflush(stdout);
+        r->pid = fork();
+        if (r->pid < 0)
+                die("fork");
+        if (r->pid == 0) {
+                char tag[32];
+                unsigned n = 0;
+
+                if (unshare(CLONE_NEWUSER) < 0 || write(to_parent[1], "u", 1) != 1 ||
+                    read(to_child[0], &b, 1) != 1 || child_enter(0) != 0)
+                        _exit(1);
+                while (read(to_child[0], &b, 1) == 1) {
+                        unsigned char e;
+
+                        snprintf(tag, sizeof(tag), "resident-%u", n++);
+                        e = (unsigned char) op_mkdir("/mnt/host", tag);
+                        if (write(to_parent[1], &e, 1) != 1)
+                                break;
+                }
+                _exit(0);
+        }
+        close(to_child[0]);
+        close(to_parent[1]);
+        r->ask = to_child[1];
+        r->answer = to_parent[0];
+        if (read(r->answer, &b, 1) != 1)
+                die("resident did not start");
+        r->key = userns_inode(r->pid);
+        if (restrictor && restrictor_add(restrictor, r->key, RANGE_START, RANGE_SIZE) < 0)
+                die("restrictor_add");
+        if (write_maps(r->pid) < 0 || write(r->ask, "g", 1) != 1)
+                die("resident maps");
+}
+
+static const char *resident_mkdir(Resident *r) {
+        unsigned char e;
+
+        if (write(r->ask, "m", 1) != 1 || read(r->answer, &e, 1) != 1)
+                return "no-answer";
+        return result_name(e);
+}
+
+static void resident_stop(Resident *r) {
+        close(r->ask);
+        close(r->answer);
+        (void) waitpid(r->pid, NULL, 0);
+}
+
+static uint64_t kept_key;
+static bool kept_found;
+
+static bool note_kept(uint64_t key, void *userdata) {
+        (void) userdata;
+        kept_found = kept_found || key == kept_key;
+        return true;
+}
+
+/* The service stops and starts again while a tracked namespace lives: the
+ * pinned programs go on enforcing in between, the new start finds the
+ * namespace in the pinned map, and its own programs take over. */
+static void restart_cases(const struct restrict_pool *pools, size_t n_pools) {
+        const char *expect = enforcing_boot ? "EPERM" : "ok";
+        Resident r = {};
+        char *why = NULL;
+
+        resident_start(&r);
+        report("restart-before", expect, resident_mkdir(&r));
+
+        restrictor = restrictor_free(restrictor);
+        report("restart-while-stopped", expect, resident_mkdir(&r));
+
+        if (enforcing_boot) {
+                if (restrictor_open(BPF_DIR, pools, n_pools, &restrictor, &why) < 0 ||
+                    restrictor_attach(restrictor, &why) < 0) {
+                        printf("INFO restart: %s\n", why);
+                        restrictor = restrictor_free(restrictor);
+                }
+        }
+        kept_key = r.key;
+        kept_found = false;
+        if (restrictor)
+                (void) restrictor_prune(restrictor, note_kept, NULL);
+        report("restart-keeps-namespace", enforcing_boot ? "yes" : "no", kept_found ? "yes" : "no");
+        report("restart-after", expect, resident_mkdir(&r));
+
+        if (restrictor)
+                (void) restrictor_remove(restrictor, r.key);
+        report("restart-released", "ok", resident_mkdir(&r));
+        resident_stop(&r);
+        free(why);
+}
+
 static void on_teardown(uint64_t ns_id, uint64_t inode, void *userdata) {
         uint64_t *want = userdata;
 
@@ -741,6 +848,7 @@ int main(int argc, char **argv) {
                        r >= 0 ? result_name(r) : "setup-failed");
         }
 
+        restart_cases(pools, 2);
         report("teardown-tracker", "ok", tracker_case());
 
         if (restrictor) {
