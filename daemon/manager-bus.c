@@ -26,12 +26,48 @@ static int check_name(const char *name, bool mangle, char ret[static NAME_MAX_LE
                                  NAME_MAX_LEN, mangle ? "" : " (or set the MANGLE_NAME flag)");
 }
 
+/* What a userns fd is, by fstatfs first and nsfs ioctls after it: every
+ * method that takes one checks it here. */
+static int inspect_userns(Manager *m, int fd, UsernsInfo *ret, sd_bus_error *error) {
+        int r;
+
+        r = userns_inspect(fd, m->own_userns_id, ret);
+        if (r == -EMEDIUMTYPE)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotAUserNamespace",
+                                        "The file descriptor is not a user namespace (pass an fd of /proc/PID/ns/user)");
+        if (r == -ECHILD)
+                return sd_bus_error_set(error, ERROR_PREFIX "BadNesting",
+                                        "The user namespace is not a direct child of the service's own user namespace");
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Failed to inspect the user namespace: %m");
+        return 0;
+}
+
+/* The published namespace behind a userns fd. */
+static int find_namespace_by_fd(Manager *m, int fd, Namespace **ret, sd_bus_error *error) {
+        UsernsInfo info;
+        Namespace *ns;
+        int r;
+
+        r = inspect_userns(m, fd, &info, error);
+        if (r < 0)
+                return r;
+        ns = hashmap_get_u64(m->by_id, info.id);
+        if (!ns)
+                return sd_bus_error_setf(error, ERROR_PREFIX "NotRegistered",
+                                         "This user namespace (id %" PRIu64 ") is not registered with the service: "
+                                         "allocate a range for it first", info.id);
+        *ret = ns;
+        return 0;
+}
+
 static int method_allocate(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *name;
         uint32_t size, target;
         uint64_t flags;
         char valid_name[NAME_MAX_LEN + 1];
+        UsernsInfo info;
         int fd, r;
 
         r = sd_bus_message_read(message, "suuht", &name, &size, &target, &fd, &flags);
@@ -59,24 +95,26 @@ static int method_allocate(sd_bus_message *message, void *userdata, sd_bus_error
         if (r < 0)
                 return r;
 
-        if (!(flags & ALLOCATE_SELF) && m->config.restriction != RESTRICTION_OFF &&
-            strcmp(m->restriction, "enforcing") != 0) {
+        if (!(flags & ALLOCATE_SELF) && m->config.restriction != RESTRICTION_OFF && !m->restrictor) {
                 if (m->config.restriction == RESTRICTION_ENFORCE)
-                        return sd_bus_error_set(error, ERROR_PREFIX "NotSupported",
-                                                "Transient ranges are refused: the BPF LSM restriction that keeps their ids off "
-                                                "persistent filesystems is not active on this system (boot with 'bpf' in lsm=, "
-                                                "or set Restriction=permissive in nsresd.conf to allocate without it). "
-                                                "SELF allocations still work.");
+                        return sd_bus_error_setf(error, ERROR_PREFIX "NotSupported",
+                                                 "Transient ranges are refused: the BPF LSM restriction, which keeps their "
+                                                 "ids off persistent filesystems, is not in effect. %s. Once that is fixed, "
+                                                 "restart nsresd; or set Restriction=permissive in nsresd.conf to allocate "
+                                                 "without it. SELF allocations and RegisterUserNamespace still work.",
+                                                 m->restriction_reason ?: "It could not be loaded");
                 if (!m->warned_permissive) {
                         log_warning("Restriction=permissive: allocating transient ranges without the BPF LSM restriction");
                         m->warned_permissive = true;
                 }
         }
 
-        r = request_start(m, message, REQUEST_ALLOCATE, valid_name, fd,
-                          (flags & ALLOCATE_SELF) ? NS_KIND_SELF : NS_KIND_TRANSIENT,
-                          size, target, flags, error);
-        return r;
+        r = inspect_userns(m, fd, &info, error);
+        if (r < 0)
+                return r;
+        return request_start(m, message, REQUEST_ALLOCATE, valid_name, fd, &info,
+                             (flags & ALLOCATE_SELF) ? NS_KIND_SELF : NS_KIND_TRANSIENT,
+                             size, target, flags, error);
 }
 
 static int method_register(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -84,6 +122,7 @@ static int method_register(sd_bus_message *message, void *userdata, sd_bus_error
         const char *name;
         uint64_t flags;
         char valid_name[NAME_MAX_LEN + 1];
+        UsernsInfo info;
         int fd, r;
 
         r = sd_bus_message_read(message, "sht", &name, &fd, &flags);
@@ -95,8 +134,57 @@ static int method_register(sd_bus_message *message, void *userdata, sd_bus_error
         if (r < 0)
                 return r;
 
-        return request_start(m, message, REQUEST_REGISTER, valid_name, fd, NS_KIND_REGISTERED,
+        r = inspect_userns(m, fd, &info, error);
+        if (r < 0)
+                return r;
+        return request_start(m, message, REQUEST_REGISTER, valid_name, fd, &info, NS_KIND_REGISTERED,
                              1, 0, 0, error);
+}
+
+static int method_add_mount(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        Namespace *ns = NULL;
+        uint64_t flags, mnt_id;
+        bool unique;
+        int userns_fd, mount_fd, r;
+
+        r = sd_bus_message_read(message, "hht", &userns_fd, &mount_fd, &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64, flags);
+
+        r = find_namespace_by_fd(m, userns_fd, &ns, error);
+        if (r < 0)
+                return r;
+        /* Only a transient range can be kept off a mount; the ids of SELF
+         * and registered namespaces are their owner's and write anywhere
+         * their owner may. */
+        if (ns->e.kind != NS_KIND_TRANSIENT)
+                return sd_bus_error_setf(error, ERROR_PREFIX "NoUserRange",
+                                         "User namespace '%s' maps its owner's own ids (kind %s), not a transient "
+                                         "range: nothing restricts its writes, so there is no mount to delegate",
+                                         ns->e.name, ns_kind_to_string(ns->e.kind));
+
+        r = restrictor_mount_id(mount_fd, &mnt_id, &unique);
+        if (r == -EINVAL || r == -EBADF)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotAMount",
+                                        "The file descriptor is not the root of a mount: pass an fd of the mount's "
+                                        "root directory, from open_tree() or from opening the mount point itself");
+        if (r == -EOPNOTSUPP)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotSupported",
+                                        "This kernel does not report mount ids (statx STATX_MNT_ID), so a mount "
+                                        "cannot be delegated");
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Failed to identify the mount: %m");
+
+        /* Checked again once polkit has answered: calls in flight may fill it. */
+        if (!namespace_has_mount(ns, mnt_id) && namespace_n_mounts(ns) >= NS_MOUNTS_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "User namespace '%s' has %u mounts already, the limit is %u",
+                                         ns->e.name, namespace_n_mounts(ns), NS_MOUNTS_MAX);
+
+        return request_start_add_mount(m, message, ns, mount_fd, mnt_id, unique, error);
 }
 
 static int method_list(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -215,10 +303,27 @@ static int property_get_empty_strv(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_append(reply, "as", 0);
 }
 
-static int property_get_empty_u64v(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
-        return sd_bus_message_append(reply, "at", 0);
+static int property_get_ns_mounts(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Namespace *ns = userdata;
+        int r;
+
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+
+        r = sd_bus_message_open_container(reply, 'a', "t");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < ns->e.n_mounts; i++) {
+                r = sd_bus_message_append(reply, "t", ns->e.mounts[i]);
+                if (r < 0)
+                        return r;
+        }
+        for (unsigned i = 0; i < ns->n_held_mounts; i++) {
+                r = sd_bus_message_append(reply, "t", ns->held_mounts[i].id);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 static int property_get_false(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -244,6 +349,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_ARGS("s", name, "h", userns, "t", flags),
                                 SD_BUS_RESULT("o", namespace, "s", name),
                                 method_register, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddMountToUserNamespace",
+                                SD_BUS_ARGS("h", userns, "h", mount, "t", flags),
+                                SD_BUS_NO_RESULT,
+                                method_add_mount, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListUserNamespaces",
                                 SD_BUS_ARGS("t", flags),
                                 SD_BUS_RESULT("a(ostuuuu)", namespaces),
@@ -271,7 +380,7 @@ static const sd_bus_vtable userns_vtable[] = {
         SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Namespace, e.created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ControlGroups", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Mounts", "at", property_get_empty_u64v, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Mounts", "at", property_get_ns_mounts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("BpfDelegated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,
 };

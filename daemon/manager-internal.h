@@ -18,6 +18,7 @@
 #include "hashmap.h"
 #include "manager.h"
 #include "registry.h"
+#include "restrict.h"
 #include "track.h"
 #include "userns.h"
 
@@ -62,17 +63,27 @@
 /* Polling and the NSS index promise short delays: not sd-event's default 250 ms slack. */
 #define TIMER_ACCURACY_USEC (5ULL * 1000ULL)
 
+/* A mount delegated by its reusable id (a kernel without unique mount ids):
+ * while we hold it, no other mount can get that id. */
+typedef struct HeldMount {
+        uint64_t id;
+        int fd;
+} HeldMount;
+
 typedef struct Namespace {
         Manager *manager;
-        NsEntry e;
+        NsEntry e;              /* e.mounts: delegated mounts with unique ids */
         char path[sizeof(USERNS_PATH_PREFIX) + 21];
         unsigned rechecks;      /* liveness checks left while a suspect */
         uint64_t event_usec;    /* CLOCK_MONOTONIC of its teardown event */
+        HeldMount *held_mounts; /* never persisted: they end with the service */
+        unsigned n_held_mounts;
 } Namespace;
 
 typedef enum RequestKind {
         REQUEST_ALLOCATE,
         REQUEST_REGISTER,
+        REQUEST_ADD_MOUNT,
 } RequestKind;
 
 typedef struct CallQueue {
@@ -94,6 +105,7 @@ struct Manager {
         Allocator *allocator;
         Registry *registry;
         Tracker *tracker;
+        Restrictor *restrictor; /* loaded and attached: the restriction is enforcing */
         Claims claims;
 
         Hashmap *by_id;         /* u64 -> Namespace */
@@ -124,6 +136,7 @@ struct Manager {
 
         HelperMode helper_mode;
         const char *restriction;        /* what is in effect */
+        char *restriction_reason;       /* why it is not, when it was meant to be */
         bool warned_permissive;
         char *fault_kill_after_map;     /* test-only fault injection, by final name */
         char *fault_helper_stop;
@@ -133,7 +146,13 @@ struct Manager {
 /* manager.c */
 uint64_t now_realtime_usec(void);
 Namespace *namespace_new(Manager *m, const NsEntry *e);
+Namespace *namespace_free(Namespace *ns);
 int namespace_index(Manager *m, Namespace *ns);
+unsigned namespace_n_mounts(const Namespace *ns);
+bool namespace_has_mount(const Namespace *ns, uint64_t mnt_id);
+/* Delegate a mount: 1 if added, 0 if it already was, -E2BIG past the limit.
+ * For a reusable id (!unique) *fd moves into the namespace when added. */
+int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique, int *fd);
 void emit_manager_counts(Manager *m);
 void manager_index_dirty(Manager *m);
 int manager_refresh_claims(Manager *m);
@@ -142,8 +161,12 @@ int manager_refresh_claims_ratelimited(Manager *m);
 
 /* request.c */
 int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,
-                  int fd, NsKind ns_kind, uint32_t size, uint32_t target, uint64_t flags,
-                  sd_bus_error *error);
+                  int fd, const UsernsInfo *info, NsKind ns_kind, uint32_t size, uint32_t target,
+                  uint64_t flags, sd_bus_error *error);
+/* AddMountToUserNamespace on a published namespace, once the caller's uid
+ * and polkit allow it. mount_fd is duplicated. */
+int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace *ns, int mount_fd,
+                            uint64_t mnt_id, bool unique, sd_bus_error *error);
 /* Drop a request in flight without answering it (the service stops). */
 void request_abandon(Request *req);
 /* Kill and reap helpers still running: they may run on memory we own. */

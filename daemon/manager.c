@@ -8,6 +8,7 @@
  * in request.c.
  */
 
+#include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,9 +22,12 @@
 #include "manager-internal.h"
 #include "polkit.h"
 #include "registry.h"
+#include "restrict.h"
 #include "track.h"
 #include "userns.h"
 #include "util.h"
+
+static_assert(NS_MOUNTS_MAX == RESTRICT_MAX_MOUNTS, "a namespace's mounts must fit the restriction's map");
 
 uint64_t now_realtime_usec(void) {
         struct timespec ts;
@@ -50,10 +54,97 @@ Namespace *namespace_new(Manager *m, const NsEntry *e) {
 
         if (!ns)
                 return NULL;
+        if (ns_entry_copy(&ns->e, e) < 0) {
+                free(ns);
+                return NULL;
+        }
         ns->manager = m;
-        ns->e = *e;
         snprintf(ns->path, sizeof(ns->path), USERNS_PATH_PREFIX "/%" PRIu64, e->id);
         return ns;
+}
+
+Namespace *namespace_free(Namespace *ns) {
+        if (!ns)
+                return NULL;
+        for (unsigned i = 0; i < ns->n_held_mounts; i++)
+                closep(&ns->held_mounts[i].fd);
+        free(ns->held_mounts);
+        ns_entry_done(&ns->e);
+        free(ns);
+        return NULL;
+}
+
+unsigned namespace_n_mounts(const Namespace *ns) {
+        return ns->e.n_mounts + ns->n_held_mounts;
+}
+
+bool namespace_has_mount(const Namespace *ns, uint64_t mnt_id) {
+        if (ns_entry_has_mount(&ns->e, mnt_id))
+                return true;
+        for (unsigned i = 0; i < ns->n_held_mounts; i++)
+                if (ns->held_mounts[i].id == mnt_id)
+                        return true;
+        return false;
+}
+
+static int namespace_hold_mount(Namespace *ns, uint64_t mnt_id, int *fd) {
+        HeldMount *p = realloc(ns->held_mounts, (ns->n_held_mounts + 1) * sizeof(HeldMount));
+
+        if (!p)
+                return -ENOMEM;
+        ns->held_mounts = p;
+        ns->held_mounts[ns->n_held_mounts++] = (HeldMount) { .id = mnt_id, .fd = TAKE_FD(*fd) };
+        return 0;
+}
+
+int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique, int *fd) {
+        int r;
+
+        assert(entry_is_transient(&ns->e));
+
+        if (namespace_has_mount(ns, mnt_id))
+                return 0;
+        if (namespace_n_mounts(ns) >= NS_MOUNTS_MAX)
+                return -E2BIG;
+
+        /* Recorded before the restriction allows it: a crash in between
+         * leaves a delegation that the next start completes, never one that
+         * works without being listed. */
+        if (unique) {
+                r = ns_entry_add_mount(&ns->e, mnt_id);
+                if (r < 0)
+                        return r;
+                r = registry_save(m->registry, &ns->e);
+                if (r < 0) {
+                        ns->e.n_mounts--;
+                        return r;
+                }
+        } else {
+                r = namespace_hold_mount(ns, mnt_id, fd);
+                if (r < 0)
+                        return r;
+        }
+
+        if (m->restrictor) {
+                r = restrictor_add_mount(m->restrictor, ns->e.id, mnt_id);
+                if (r < 0) {
+                        if (unique) {
+                                ns->e.n_mounts--;
+                                (void) registry_save(m->registry, &ns->e);
+                        } else
+                                closep(&ns->held_mounts[--ns->n_held_mounts].fd);
+                        return r;
+                }
+        }
+
+        if (unique)
+                log_info("Mount %" PRIu64 " delegated to '%s'", mnt_id, ns->e.name);
+        else
+                log_info("Mount %" PRIu64 " delegated to '%s'; this kernel has no unique mount ids, so the "
+                         "delegation is held only until the service stops", mnt_id, ns->e.name);
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, ns->path, USERNS_IFACE, "Mounts", NULL);
+        return 1;
 }
 
 int namespace_index(Manager *m, Namespace *ns) {
@@ -105,6 +196,12 @@ static void namespace_release(Manager *m, Namespace *ns, const char *why) {
         hashmap_remove_u64(m->suspects, ns->e.id);
         if (m->tracker)
                 (void) tracker_remove(m->tracker, ns->e.id);
+        /* Proven dead (or never mapped): nothing can write with its ids any more. */
+        if (m->restrictor && entry_is_transient(&ns->e)) {
+                r = restrictor_remove(m->restrictor, ns->e.id);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to remove '%s' from the restriction: %m", ns->e.name);
+        }
         r = registry_remove(m->registry, &ns->e);
         if (r < 0)
                 log_warning_errno(r, "Failed to remove registry entry of '%s': %m", ns->e.name);
@@ -115,7 +212,7 @@ static void namespace_release(Manager *m, Namespace *ns, const char *why) {
                                           ns->e.uid_start, ns->e.size, ns->e.name);
         }
         allocator_owner_uncharge(m->allocator, ns->e.owner);
-        free(ns);
+        namespace_free(ns);
 
         emit_manager_counts(m);
         manager_index_dirty(m);
@@ -364,7 +461,7 @@ static void on_registry_entry(const NsEntry *e, void *userdata) {
         }
         ns = namespace_new(m, e);
         if (!ns || namespace_index(m, ns) < 0) {
-                free(ns);
+                namespace_free(ns);
                 log_error("Out of memory loading '%s'", e->name);
                 return;
         }
@@ -458,6 +555,121 @@ static bool namespace_is_known(uint64_t ns_id, void *userdata) {
         return hashmap_get_u64(m->by_id, ns_id) != NULL;
 }
 
+static bool namespace_is_restricted(uint64_t ns_id, void *userdata) {
+        Manager *m = userdata;
+        Namespace *ns = hashmap_get_u64(m->by_id, ns_id);
+
+        return ns && entry_is_transient(&ns->e);
+}
+
+static void restrictor_freep(Restrictor **rs) {
+        restrictor_free(*rs);
+}
+
+/* The maps are filled from the registry before the new programs attach:
+ * every transient namespace stays restricted across a restart, by the old
+ * programs until ours take over. SELF and registered namespaces map only
+ * their owner's ids, so nothing restricts them. */
+static int restriction_load(Manager *m, char **ret_reason) {
+        _cleanup_(restrictor_freep) Restrictor *rs = NULL;
+        const struct restrict_pool pools[] = {
+                { .start = m->config.range_start, .size = m->config.range_end - m->config.range_start + 1 },
+                { .start = m->config.single_range_start,
+                  .size = m->config.single_range_end - m->config.single_range_start + 1 },
+        };
+        uint64_t stats[_RESTRICT_STAT_MAX];
+        size_t state = 0;
+        void *v;
+        int r;
+
+        r = restrictor_probe(ret_reason);
+        if (r < 0)
+                return r;
+        r = restrictor_open(m->bpf_dir, pools, ELEMENTSOF(pools), &rs, ret_reason);
+        if (r < 0)
+                return r;
+
+        while (hashmap_iterate(m->by_id, &state, &v)) {
+                const NsEntry *e = &((Namespace *) v)->e;
+
+                if (!entry_is_transient(e))
+                        continue;
+                r = restrictor_add(rs, e->id, e->uid_start, e->size);
+                if (r >= 0)
+                        r = restrictor_forget_mounts(rs, e->id);
+                for (unsigned i = 0; r >= 0 && i < e->n_mounts; i++)
+                        r = restrictor_add_mount(rs, e->id, e->mounts[i]);
+                if (r < 0) {
+                        errno = -r;
+                        if (asprintf(ret_reason, "Cannot restrict namespace '%s': %m", e->name) < 0)
+                                *ret_reason = NULL;
+                        return r;
+                }
+        }
+        r = restrictor_prune(rs, namespace_is_restricted, m);
+        if (r < 0) {
+                errno = -r;
+                if (asprintf(ret_reason, "Cannot drop stale entries from the restriction: %m") < 0)
+                        *ret_reason = NULL;
+                return r;
+        }
+        if (r > 0)
+                log_info("Dropped %d namespaces unknown to the registry from the restriction", r);
+
+        r = restrictor_attach(rs, ret_reason);
+        if (r < 0)
+                return r;
+
+        if (restrictor_stats(rs, stats) >= 0)
+                log_info("Restriction enforcing: its hooks ran %" PRIu64 " times, %" PRIu64 " of them in "
+                         "restricted namespaces, and refused %" PRIu64 " writes",
+                         stats[RESTRICT_STAT_CALLS], stats[RESTRICT_STAT_CHECKED], stats[RESTRICT_STAT_DENIED]);
+        m->restrictor = TAKE_PTR(rs);
+        return 0;
+}
+
+static void manager_setup_restriction(Manager *m) {
+        _cleanup_free_ char *reason = NULL;
+        int r;
+
+        if (m->config.restriction == RESTRICTION_OFF) {
+                /* What an earlier run pinned would go on enforcing. */
+                r = restrictor_unpin(m->bpf_dir);
+                if (r < 0)
+                        log_warning_errno(r, "Restriction=off, but the restriction pinned under '%s' could not be removed: %m",
+                                          m->bpf_dir);
+                m->restriction = "off";
+                return;
+        }
+
+        if (m->fault_no_bpf) {
+                r = -EOPNOTSUPP;
+                reason = strdup("The restriction is disabled for testing (NSRESD_FAULT=no-bpf)");
+        } else
+                r = restriction_load(m, &reason);
+        if (r >= 0) {
+                m->restriction = "enforcing";
+                return;
+        }
+
+        m->restriction = "unavailable";
+        if (!reason) {
+                errno = -r;
+                if (asprintf(&reason, "Cannot load the BPF LSM restriction: %m") < 0)
+                        reason = NULL;
+        }
+        free(m->restriction_reason);
+        m->restriction_reason = TAKE_PTR(reason);
+        if (m->config.restriction == RESTRICTION_PERMISSIVE)
+                log_warning("The BPF LSM restriction is unavailable. %s. Restriction=permissive: transient "
+                            "ranges are handed out without it",
+                            m->restriction_reason ?: "Out of memory");
+        else
+                log_warning("The BPF LSM restriction is unavailable. %s. Restriction=enforce: transient ranges "
+                            "are refused until it is available; SELF allocations and registrations still work",
+                            m->restriction_reason ?: "Out of memory");
+}
+
 static void parse_faults(Manager *m) {
         const char *f = getenv("NSRESD_FAULT");
         _cleanup_free_ char *copy = NULL;
@@ -538,7 +750,7 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
                 return -ENOMEM;
         }
 
-        /* There is no LSM loader in this build: the restriction is never in effect. */
+        /* Until manager_start() has loaded it. */
         m->restriction = config->restriction == RESTRICTION_OFF ? "off" : "unavailable";
 
         r = allocator_new(&(AllocatorConfig) {
@@ -638,6 +850,10 @@ int manager_start(Manager *m) {
                 }
         }
 
+        /* Before anything is released: a namespace released now leaves the
+         * restriction as well. */
+        manager_setup_restriction(m);
+
         finish_pending(m);
         /* Every entry is proven alive or dead now, events or not. */
         manager_sweep(m, "namespace destroyed while the service was down");
@@ -685,8 +901,15 @@ Manager *manager_free(Manager *m) {
         }
 
         state = 0;
-        while (hashmap_iterate(m->by_id, &state, &v))
-                free(v);
+        while (hashmap_iterate(m->by_id, &state, &v)) {
+                Namespace *ns = v;
+
+                /* A reusable id may name another mount once we let go of it. */
+                if (ns->n_held_mounts > 0)
+                        log_notice("Dropping the %u mounts delegated to '%s' by reusable ids: they are not kept "
+                                   "across a restart, delegate them again", ns->n_held_mounts, ns->e.name);
+                namespace_free(ns);
+        }
         manager_reap_helpers(m);
 
         sd_event_source_disable_unref(m->sweep_timer);
@@ -702,6 +925,9 @@ Manager *manager_free(Manager *m) {
 
         sd_event_source_disable_unref(m->teardown_source);
         tracker_free(m->tracker);
+        /* Its pins stay: the restriction goes on while the service is down. */
+        restrictor_free(m->restrictor);
+        free(m->restriction_reason);
         registry_close(m->registry);
         allocator_free(m->allocator);
         claims_done(&m->claims);

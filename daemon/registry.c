@@ -23,7 +23,8 @@
 #define TMP_SUFFIX ".tmp"
 #define ENTRY_SUFFIX ".json"
 
-/* An entry is well under 1 KiB; anything larger was not written by us. */
+/* An entry is well under 1 KiB, plus at most 23 bytes for each of
+ * NS_MOUNTS_MAX mounts; anything larger was not written by us. */
 #define ENTRY_FILE_MAX (64u * 1024u)
 
 /* "<u64>-<u32>-<u32>.json.tmp" */
@@ -57,6 +58,46 @@ NsKind ns_kind_from_string(const char *s) {
                 if (strcmp(s, kind_names[i]) == 0)
                         return (NsKind) i;
         return (NsKind) -1;
+}
+
+void ns_entry_done(NsEntry *e) {
+        free(e->mounts);
+        e->mounts = NULL;
+        e->n_mounts = 0;
+}
+
+int ns_entry_copy(NsEntry *dst, const NsEntry *src) {
+        uint64_t *mounts = NULL;
+
+        if (src->n_mounts > 0) {
+                mounts = malloc(src->n_mounts * sizeof(uint64_t));
+                if (!mounts)
+                        return -ENOMEM;
+                memcpy(mounts, src->mounts, src->n_mounts * sizeof(uint64_t));
+        }
+        *dst = *src;
+        dst->mounts = mounts;
+        return 0;
+}
+
+bool ns_entry_has_mount(const NsEntry *e, uint64_t mnt_id) {
+        for (unsigned i = 0; i < e->n_mounts; i++)
+                if (e->mounts[i] == mnt_id)
+                        return true;
+        return false;
+}
+
+int ns_entry_add_mount(NsEntry *e, uint64_t mnt_id) {
+        uint64_t *p;
+
+        if (e->n_mounts >= NS_MOUNTS_MAX)
+                return -E2BIG;
+        p = realloc(e->mounts, (e->n_mounts + 1) * sizeof(uint64_t));
+        if (!p)
+                return -ENOMEM;
+        p[e->n_mounts++] = mnt_id;
+        e->mounts = p;
+        return 0;
 }
 
 static bool name_chars_valid(const char *s) {
@@ -129,13 +170,13 @@ static struct json_object *new_u64_string(uint64_t v) {
 int registry_entry_to_json(const NsEntry *e, char **ret) {
         static const char hex[] = "0123456789abcdef";
         char handle_hex[2 * NS_HANDLE_MAX + 1];
-        struct json_object *root;
+        struct json_object *root, *mounts;
         const char *kind, *text;
         char *s = NULL;
         int r = 0;
 
         kind = ns_kind_to_string(e->kind);
-        if (!kind || e->handle_len > NS_HANDLE_MAX || !name_chars_valid(e->name))
+        if (!kind || e->handle_len > NS_HANDLE_MAX || !name_chars_valid(e->name) || e->n_mounts > NS_MOUNTS_MAX)
                 return -EINVAL;
 
         for (unsigned i = 0; i < e->handle_len; i++) {
@@ -182,6 +223,18 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
                 r = add_field(root, "handle_type", json_object_new_int(e->handle_type));
         if (r >= 0)
                 r = add_field(root, "handle", json_object_new_string(handle_hex));
+        if (r >= 0) {
+                mounts = json_object_new_array_ext((int) e->n_mounts);
+                r = add_field(root, "mounts", mounts);
+                for (unsigned i = 0; r >= 0 && i < e->n_mounts; i++) {
+                        struct json_object *id = new_u64_string(e->mounts[i]);
+
+                        if (!id || json_object_array_add(mounts, id) < 0) {
+                                json_object_put(id);
+                                r = -ENOMEM;
+                        }
+                }
+        }
 
         if (r >= 0) {
                 text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -254,6 +307,39 @@ static int unhex_digit(char ch) {
         return -1;
 }
 
+/* Optional: absent in entries written before mounts could be delegated. */
+static int get_mounts(struct json_object *root, uint64_t **ret, unsigned *ret_n) {
+        _cleanup_free_ uint64_t *mounts = NULL;
+        struct json_object *o;
+        size_t n;
+
+        if (!json_object_object_get_ex(root, "mounts", &o)) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        if (!json_object_is_type(o, json_type_array))
+                return -EBADMSG;
+        n = json_object_array_length(o);
+        if (n > NS_MOUNTS_MAX)
+                return -EBADMSG;
+        if (n > 0) {
+                mounts = calloc(n, sizeof(uint64_t));
+                if (!mounts)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                struct json_object *id = json_object_array_get_idx(o, i);
+
+                if (!json_object_is_type(id, json_type_string) ||
+                    parse_u64(json_object_get_string(id), (size_t) json_object_get_string_len(id), &mounts[i]) < 0)
+                        return -EBADMSG;
+        }
+        *ret = TAKE_PTR(mounts);
+        *ret_n = (unsigned) n;
+        return 0;
+}
+
 static int entry_from_object(struct json_object *root, NsEntry *ret) {
         struct json_object *o;
         const char *s;
@@ -261,6 +347,7 @@ static int entry_from_object(struct json_object *root, NsEntry *ret) {
         NsEntry e = {};
         int64_t handle_type;
         size_t len;
+        int r;
 
         if (!json_object_is_type(root, json_type_object))
                 return -EBADMSG;
@@ -328,6 +415,11 @@ static int entry_from_object(struct json_object *root, NsEntry *ret) {
                 e.handle[i / 2] = (uint8_t) (hi << 4 | lo);
         }
         e.handle_len = (unsigned) (len / 2);
+
+        /* Last: nothing before this allocates, so nothing leaks on the way out. */
+        r = get_mounts(root, &e.mounts, &e.n_mounts);
+        if (r < 0)
+                return r;
 
         *ret = e;
         return 0;
@@ -690,8 +782,10 @@ static int load_entry(Registry *r, const char *name, NsEntry *ret) {
                 return -EBADMSG;
         /* The name decides which range stays reserved if the file is lost
          * later; content that disagrees with it cannot be trusted either. */
-        if (e.id != id || e.uid_start != uid_start || e.size != size)
+        if (e.id != id || e.uid_start != uid_start || e.size != size) {
+                ns_entry_done(&e);
                 return -EBADMSG;
+        }
 
         *ret = e;
         return 0;
@@ -727,6 +821,7 @@ int registry_load(Registry *r, const RegistryLoadCallbacks *cb, void *userdata) 
                 if (k >= 0) {
                         if (cb && cb->entry)
                                 cb->entry(&e, userdata);
+                        ns_entry_done(&e);
                         continue;
                 }
 

@@ -23,6 +23,10 @@
 
 #define NS_HANDLE_MAX 128
 
+/* Mounts one namespace can be given: as many as the restriction's
+ * per-namespace map holds (RESTRICT_MAX_MOUNTS). */
+#define NS_MOUNTS_MAX 1024u
+
 typedef enum NsKind {
         NS_KIND_TRANSIENT,
         NS_KIND_SELF,
@@ -48,13 +52,25 @@ typedef struct NsEntry {
         int handle_type;        /* nsfs file handle, for liveness checks */
         unsigned handle_len;
         uint8_t handle[NS_HANDLE_MAX];
+        /* Mounts delegated with AddMountToUserNamespace, by unique mount id.
+         * The only part on the heap: an entry that has any is released with
+         * ns_entry_done() and duplicated with ns_entry_copy(). */
+        uint64_t *mounts;
+        unsigned n_mounts;
 } NsEntry;
 
 const char *ns_kind_to_string(NsKind k);
 NsKind ns_kind_from_string(const char *s);  /* -1 (cast) if unknown */
 
+void ns_entry_done(NsEntry *e);
+int ns_entry_copy(NsEntry *dst, const NsEntry *src);
+bool ns_entry_has_mount(const NsEntry *e, uint64_t mnt_id);
+/* -E2BIG past NS_MOUNTS_MAX; the caller checks for duplicates. */
+int ns_entry_add_mount(NsEntry *e, uint64_t mnt_id);
+
 /* Serialisation, pure. from_json() returns -EBADMSG for anything malformed,
- * missing or out of range; it never half-fills *ret. */
+ * missing or out of range; it never half-fills *ret. "mounts" may be missing
+ * (entries written before mounts could be delegated). */
 int registry_entry_to_json(const NsEntry *e, char **ret);
 int registry_entry_from_json(const char *text, NsEntry *ret);
 
@@ -67,7 +83,8 @@ Registry *registry_close(Registry *r);
 int registry_save(Registry *r, const NsEntry *e);
 int registry_remove(Registry *r, const NsEntry *e);
 
-/* Load every entry. For each good file `entry` is called; for each corrupt
+/* Load every entry. For each good file `entry` is called (the entry is
+ * released after it returns: copy what is kept); for each corrupt
  * one, the file is moved to quarantine/ and `corrupt` is called with the range
  * from its file name (uid_start/size 0 if even the name is unreadable).
  * Quarantined files from earlier runs are reported through `corrupt` again so

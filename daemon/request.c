@@ -3,9 +3,13 @@
 /*
  * One AllocateUserRange or RegisterUserNamespace call, in the contract's
  * order: check the fd, reserve id, name and quota, learn the caller's uid,
- * ask polkit, take the range and write the pending registry entry and the
- * tracker entry, let a helper join the namespace, write the maps, publish.
- * Everything is asynchronous; every step before a map is written rolls back.
+ * ask polkit, take the range and write the pending registry entry, the
+ * tracker entry and the restriction entry, let a helper join the namespace,
+ * write the maps, publish. Everything is asynchronous; every step before a
+ * map is written rolls back.
+ *
+ * AddMountToUserNamespace takes the same way through the caller's uid and
+ * polkit, and then hands the mount to its (published) namespace.
  */
 
 #include <errno.h>
@@ -46,6 +50,12 @@ struct Request {
         bool range_taken;
         bool saved;
         bool tracked;
+        bool restricted;
+
+        /* REQUEST_ADD_MOUNT: the namespace is entry.id. */
+        uint64_t mnt_id;
+        bool mnt_unique;
+        int mount_fd;
 
         /* Waiting for, or holding, a slot of an outgoing call queue. */
         struct CallQueue *queue;
@@ -73,6 +83,7 @@ typedef struct CallerUid {
 static const char *const kind_action[] = {
         [REQUEST_ALLOCATE] = NSRESD_ACTION_PREFIX "allocate-user-range",
         [REQUEST_REGISTER] = NSRESD_ACTION_PREFIX "register-user-namespace",
+        [REQUEST_ADD_MOUNT] = NSRESD_ACTION_PREFIX "delegate-mount",
 };
 
 /* ---- caller request counting ------------------------------------------- */
@@ -195,6 +206,8 @@ static Request *request_free(Request *req) {
          * wrote a map became a Namespace and cleared these flags. */
         if (req->tracked && m->tracker)
                 (void) tracker_remove(m->tracker, req->entry.id);
+        if (req->restricted && m->restrictor)
+                (void) restrictor_remove(m->restrictor, req->entry.id);
         if (req->saved)
                 (void) registry_remove(m->registry, &req->entry);
         if (req->range_taken)
@@ -223,6 +236,8 @@ static Request *request_free(Request *req) {
 
         if (req->userns_fd >= 0)
                 close(req->userns_fd);
+        if (req->mount_fd >= 0)
+                close(req->mount_fd);
         sd_bus_message_unref(req->message);
         free(req);
         return NULL;
@@ -237,6 +252,14 @@ static void request_freep(Request **req) {
         request_free(*req);
 }
 
+static void request_fail_error(Request *req, const sd_bus_error *error) {
+        log_info("Request for '%s' from uid %u failed: %s",
+                 req->entry.name[0] ? req->entry.name : req->given_name, (unsigned) req->caller, error->message);
+        if (req->message)
+                (void) sd_bus_reply_method_error(req->message, error);
+        request_free(req);
+}
+
 static void request_fail(Request *req, const char *name, const char *format, ...) __attribute__((format(printf, 3, 4)));
 static void request_fail(Request *req, const char *name, const char *format, ...) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -246,11 +269,7 @@ static void request_fail(Request *req, const char *name, const char *format, ...
         (void) sd_bus_error_setfv(&error, name, format, ap);
         va_end(ap);
 
-        log_info("Request for '%s' from uid %u failed: %s",
-                 req->entry.name[0] ? req->entry.name : req->given_name, (unsigned) req->caller, error.message);
-        if (req->message)
-                (void) sd_bus_reply_method_error(req->message, &error);
-        request_free(req);
+        request_fail_error(req, &error);
 }
 
 static void request_fail_errno(Request *req, int r, const char *what) {
@@ -280,15 +299,15 @@ static void request_complete(Request *req, int failure) {
         if (!ns || namespace_index(m, ns) < 0) {
                 /* Out of memory with maps written: keep the range reserved
                  * (the registry still has it) and fail the call. */
-                free(ns);
+                namespace_free(ns);
                 log_error("Out of memory publishing '%s', its range stays reserved until restart", req->entry.name);
-                req->saved = req->range_taken = req->charged = req->tracked = false;
+                req->saved = req->range_taken = req->charged = req->tracked = req->restricted = false;
                 request_fail(req, SD_BUS_ERROR_NO_MEMORY, "Out of memory");
                 return;
         }
 
-        /* Ownership of range, quota, registry file and tracking moves to ns. */
-        req->saved = req->range_taken = req->charged = req->tracked = false;
+        /* Ownership of range, quota, registry file, tracking and restriction moves to ns. */
+        req->saved = req->range_taken = req->charged = req->tracked = req->restricted = false;
 
         log_info("Namespace '%s' (id %" PRIu64 ", owner %u): %s %" PRIu32 "+%" PRIu32 " at %" PRIu32 "%s",
                  ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns_kind_to_string(ns->e.kind),
@@ -550,12 +569,40 @@ static void request_spawn_helper(Request *req) {
                 return request_fail_errno(req, r, "Failed to watch the helper");
 }
 
+/* Polkit said yes to a mount: the namespace may have gone meanwhile, and
+ * other calls may have filled its list. */
+static void request_commit_mount(Request *req) {
+        Manager *m = req->manager;
+        Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+        int r;
+
+        if (!ns)
+                return request_fail(req, ERROR_PREFIX "NotRegistered",
+                                    "The user namespace '%s' was destroyed before the mount could be added",
+                                    req->entry.name);
+        r = namespace_add_mount(m, ns, req->mnt_id, req->mnt_unique, &req->mount_fd);
+        if (r == -E2BIG)
+                return request_fail(req, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                    "User namespace '%s' has %u mounts already, the limit is %u",
+                                    ns->e.name, namespace_n_mounts(ns), NS_MOUNTS_MAX);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to add the mount");
+
+        r = sd_bus_reply_method_return(req->message, "");
+        if (r < 0)
+                log_debug("Caller of the mount of '%s' went away before the reply", ns->e.name);
+        request_free(req);
+}
+
 /* Step 2 of the contract: polkit said yes. Pick the range and make it
  * crash-safe before any map is written. */
 static void request_commit(Request *req) {
         Manager *m = req->manager;
         NsEntry *e = &req->entry;
         int r;
+
+        if (req->kind == REQUEST_ADD_MOUNT)
+                return request_commit_mount(req);
 
         if (e->kind == NS_KIND_TRANSIENT) {
                 r = allocator_take(m->allocator, req->size, e->id, &e->uid_start);
@@ -580,6 +627,22 @@ static void request_commit(Request *req) {
                 req->tracked = true;
         }
 
+        /* Restricted before its map exists: no process ever holds one of
+         * these ids unrestricted, not even for a moment. */
+        if (e->kind == NS_KIND_TRANSIENT && m->restrictor) {
+                r = restrictor_add(m->restrictor, e->id, e->uid_start, e->size);
+                if (r < 0 && m->config.restriction == RESTRICTION_ENFORCE)
+                        return request_fail(req, SD_BUS_ERROR_FAILED,
+                                            "Could not add the namespace to the BPF LSM restriction (%s), which keeps "
+                                            "transient ids off persistent filesystems; no range was handed out",
+                                            strerror(-r));
+                if (r < 0)
+                        log_warning_errno(r, "Restriction=permissive: '%s' gets its range although adding it to the "
+                                          "restriction failed: %m", e->name);
+                else
+                        req->restricted = true;
+        }
+
         request_spawn_helper(req);
 }
 
@@ -593,6 +656,8 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
 
         if (others)
                 snprintf(what, sizeof(what), "act on a user namespace that belongs to uid %u", (unsigned) req->info.owner);
+        else if (req->kind == REQUEST_ADD_MOUNT)
+                snprintf(what, sizeof(what), "let user namespace '%s' write to a mount", req->entry.name);
         else
                 snprintf(what, sizeof(what), "%s",
                          req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
@@ -624,10 +689,62 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
 
 static void request_ask_polkit(Request *req);
 
+/* Name, quota slot and the caller's group for a new namespace, before
+ * polkit is asked. On failure the request keeps what it holds, and
+ * request_free() gives it back. */
+static int request_reserve(Request *req, sd_bus_error *error) {
+        Manager *m = req->manager;
+        NsEntry *e = &req->entry;
+        int r;
+
+        /* The range belongs to whoever owns the namespace (root or a manager
+         * may act on others' namespaces). */
+        e->owner = req->info.owner;
+        name_qualify(e->owner, req->given_name, e->name);
+
+        if (hashmap_get_string(m->by_name, e->name) || hashmap_get_string(m->pending_names, e->name))
+                return sd_bus_error_setf(error, ERROR_PREFIX "NameExists",
+                                         "The name '%s' is already in use: pick another one", e->name);
+
+        r = allocator_owner_charge(m->allocator, e->owner);
+        if (r == -EUSERS)
+                return sd_bus_error_setf(error, ERROR_PREFIX "TooManyNamespaces",
+                                         "uid %u already holds %u namespaces, the limit is %u",
+                                         (unsigned) e->owner, allocator_owner_count(m->allocator, e->owner),
+                                         m->config.max_namespaces_per_owner);
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "Failed to charge the namespace to its owner: %s",
+                                         strerror(-r));
+        req->charged = true;
+
+        r = hashmap_put_string(m->pending_names, e->name, req);
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "Failed to reserve the name: %s", strerror(-r));
+        req->name_reserved = true;
+
+        if (e->kind != NS_KIND_TRANSIENT || e->map_caller) {
+                r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
+                /* A user added since the last refresh (one not in /etc, which
+                 * is watched). Enumerating blocks: rate-limited. */
+                if (r < 0 && manager_refresh_claims_ratelimited(m) > 0)
+                        r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
+                if (r < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED,
+                                                 "uid %u has no user database entry, so its primary group is unknown",
+                                                 (unsigned) req->caller);
+                e->caller_uid = req->caller;
+                e->caller_gid = req->caller_gid;
+                if (e->kind != NS_KIND_TRANSIENT) {
+                        e->uid_start = req->caller;
+                        e->gid_start = req->caller_gid;
+                }
+        }
+        return 0;
+}
+
 /* The caller's uid is known: apply limits, make reservations, ask polkit. */
 static void request_authorize(Request *req) {
         Manager *m = req->manager;
-        NsEntry *e = &req->entry;
         int r;
 
         if (caller_requests(m, req->caller) >= m->config.max_requests_per_owner)
@@ -639,46 +756,14 @@ static void request_authorize(Request *req) {
                 return request_fail_errno(req, r, "Failed to count the request");
         req->counted_for_caller = true;
 
-        /* The range belongs to whoever owns the namespace (root or a manager
-         * may act on others' namespaces). */
-        e->owner = req->info.owner;
-        name_qualify(e->owner, req->given_name, e->name);
+        /* A mount reserves nothing: its namespace exists, and its limit is
+         * checked again once polkit has answered. */
+        if (req->kind != REQUEST_ADD_MOUNT) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
-        if (hashmap_get_string(m->by_name, e->name) || hashmap_get_string(m->pending_names, e->name))
-                return request_fail(req, ERROR_PREFIX "NameExists",
-                                    "The name '%s' is already in use: pick another one", e->name);
-
-        r = allocator_owner_charge(m->allocator, e->owner);
-        if (r == -EUSERS)
-                return request_fail(req, ERROR_PREFIX "TooManyNamespaces",
-                                    "uid %u already holds %u namespaces, the limit is %u",
-                                    (unsigned) e->owner, allocator_owner_count(m->allocator, e->owner),
-                                    m->config.max_namespaces_per_owner);
-        if (r < 0)
-                return request_fail_errno(req, r, "Failed to charge the namespace to its owner");
-        req->charged = true;
-
-        r = hashmap_put_string(m->pending_names, e->name, req);
-        if (r < 0)
-                return request_fail_errno(req, r, "Failed to reserve the name");
-        req->name_reserved = true;
-
-        if (e->kind != NS_KIND_TRANSIENT || e->map_caller) {
-                r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
-                /* A user added since the last refresh (one not in /etc, which
-                 * is watched). Enumerating blocks: rate-limited. */
-                if (r < 0 && manager_refresh_claims_ratelimited(m) > 0)
-                        r = claims_user_gid(&m->claims, req->caller, &req->caller_gid);
+                r = request_reserve(req, &error);
                 if (r < 0)
-                        return request_fail(req, SD_BUS_ERROR_FAILED,
-                                            "uid %u has no user database entry, so its primary group is unknown",
-                                            (unsigned) req->caller);
-                e->caller_uid = req->caller;
-                e->caller_gid = req->caller_gid;
-                if (e->kind != NS_KIND_TRANSIENT) {
-                        e->uid_start = req->caller;
-                        e->gid_start = req->caller_gid;
-                }
+                        return request_fail_error(req, &error);
         }
 
         /* Root is always authorized; asking polkit would only cost time. */
@@ -695,13 +780,20 @@ static void request_ask_polkit(Request *req) {
         int r;
 
         const char *action = req->info.owner != req->caller ? NSRESD_ACTION_PREFIX "manage" : kind_action[req->kind];
-        snprintf(size_str, sizeof(size_str), "%" PRIu32, req->size);
-        const char *details[] = {
-                "name", e->name,
-                "size", size_str,
-                "kind", ns_kind_to_string(e->kind),
-                NULL,
-        };
+        const char *details[7];
+        size_t n = 0;
+
+        details[n++] = "name";
+        details[n++] = e->name;
+        /* A mount gives the namespace no ids. */
+        if (req->kind != REQUEST_ADD_MOUNT) {
+                snprintf(size_str, sizeof(size_str), "%" PRIu32, req->size);
+                details[n++] = "size";
+                details[n++] = size_str;
+        }
+        details[n++] = "kind";
+        details[n++] = ns_kind_to_string(e->kind);
+        details[n] = NULL;
 
         r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), action, details,
                                sd_bus_message_get_allow_interactive_authorization(req->message) > 0,
@@ -850,14 +942,8 @@ static void request_identify_caller(Request *req) {
         request_bus_call(req, &req->manager->lookup_calls, request_ask_caller_uid);
 }
 
-/* Common start of Allocate and Register: check the fd by what it is, reserve
- * its id, then learn who the caller is (asynchronously: the bus daemon
- * answers, we do not block on it). */
-int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,
-                  int fd, NsKind ns_kind, uint32_t size, uint32_t target, uint64_t flags,
-                  sd_bus_error *error) {
-        _cleanup_(request_freep) Request *req = NULL;
-        int r;
+static int request_new(Manager *m, sd_bus_message *message, RequestKind kind, Request **ret, sd_bus_error *error) {
+        Request *req;
 
         if (m->n_requests >= MAX_REQUESTS_TOTAL)
                 return sd_bus_error_setf(error, ERROR_PREFIX "TooManyRequests",
@@ -870,23 +956,31 @@ int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const c
         m->n_requests++;
         req->kind = kind;
         req->userns_fd = -1;
+        req->mount_fd = -1;
         req->helper = (Helper) { .pid = 0, .pidfd = -1, .sock = -1, .stack = NULL };
         req->message = sd_bus_message_ref(message);
         req->caller = (uid_t) -1;
+        *ret = req;
+        return 0;
+}
+
+/* Common start of Allocate and Register on a namespace fd the D-Bus layer
+ * has inspected: reserve its id, then learn who the caller is
+ * (asynchronously: the bus daemon answers, we do not block on it). */
+int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const char *given_name,
+                  int fd, const UsernsInfo *info, NsKind ns_kind, uint32_t size, uint32_t target,
+                  uint64_t flags, sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        r = request_new(m, message, kind, &req, error);
+        if (r < 0)
+                return r;
         req->size = size;
         req->target = target;
         req->flags = flags;
+        req->info = *info;
         snprintf(req->given_name, sizeof(req->given_name), "%s", given_name);
-
-        r = userns_inspect(fd, m->own_userns_id, &req->info);
-        if (r == -EMEDIUMTYPE)
-                return sd_bus_error_set(error, ERROR_PREFIX "NotAUserNamespace",
-                                        "The file descriptor is not a user namespace (pass an fd of /proc/PID/ns/user)");
-        if (r == -ECHILD)
-                return sd_bus_error_set(error, ERROR_PREFIX "BadNesting",
-                                        "The user namespace is not a direct child of the service's own user namespace");
-        if (r < 0)
-                return sd_bus_error_set_errnof(error, -r, "Failed to inspect the user namespace: %m");
 
         if (hashmap_get_u64(m->by_id, req->info.id) || hashmap_get_u64(m->pending_ids, req->info.id))
                 return sd_bus_error_setf(error, ERROR_PREFIX "UserNamespaceExists",
@@ -919,3 +1013,29 @@ int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const c
         return 1;
 }
 
+int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace *ns, int mount_fd,
+                            uint64_t mnt_id, bool unique, sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        r = request_new(m, message, REQUEST_ADD_MOUNT, &req, error);
+        if (r < 0)
+                return r;
+        req->info.id = ns->e.id;
+        req->info.inode = ns->e.inode;
+        req->info.owner = ns->e.owner;
+        req->entry.id = ns->e.id;
+        req->entry.owner = ns->e.owner;
+        req->entry.kind = ns->e.kind;
+        snprintf(req->entry.name, sizeof(req->entry.name), "%s", ns->e.name);
+        req->mnt_id = mnt_id;
+        req->mnt_unique = unique;
+        /* Held while polkit decides: a reusable id cannot pass to another
+         * mount meanwhile. */
+        req->mount_fd = fcntl(mount_fd, F_DUPFD_CLOEXEC, 3);
+        if (req->mount_fd < 0)
+                return -errno;
+
+        request_identify_caller(TAKE_PTR(req));
+        return 1;
+}

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "bpf-util.h"
@@ -32,6 +34,17 @@
 #ifndef STATX_MNT_ID_UNIQUE
 #define STATX_MNT_ID_UNIQUE 0x00004000U
 #endif
+#ifndef PIDFS_MAGIC
+#define PIDFS_MAGIC 0x50494446
+#endif
+#define IN_SET_MAGIC(x, ...) ({                                         \
+        const __typeof__(x) _set[] = { __VA_ARGS__ };                   \
+        bool _found = false;                                            \
+        for (size_t _i = 0; _i < ELEMENTSOF(_set); _i++)                \
+                _found = _found || _set[_i] == (x);                     \
+        _found;                                                         \
+})
+
 #ifndef STATX_ATTR_MOUNT_ROOT
 #define STATX_ATTR_MOUNT_ROOT 0x00002000
 #endif
@@ -446,6 +459,15 @@ int restrictor_prune(Restrictor *rs, bool (*keep)(uint64_t key, void *userdata),
         return (int) n;
 }
 
+int restrictor_forget_mounts(Restrictor *rs, uint64_t key) {
+        int r;
+
+        assert(rs);
+
+        r = bpf_map_delete_elem(bpf_map__fd(rs->skel->maps.mounts), &key);
+        return r == -ENOENT ? 0 : r;
+}
+
 static int inner_map_get(Restrictor *rs, uint64_t key) {
         int outer = bpf_map__fd(rs->skel->maps.mounts);
         uint32_t inner_id;
@@ -483,9 +505,17 @@ int restrictor_add_mount(Restrictor *rs, uint64_t key, uint64_t mnt_id) {
 
 int restrictor_mount_id(int fd, uint64_t *ret_id, bool *ret_unique) {
         struct statx stx = {};
+        struct statfs sfs;
 
         assert(fd >= 0);
         assert(ret_id);
+
+        /* What it is first: pipes, sockets, namespaces and other anonymous
+         * inodes live on internal mounts nobody writes through. */
+        if (fstatfs(fd, &sfs) < 0)
+                return -errno;
+        if (IN_SET_MAGIC(sfs.f_type, NSFS_MAGIC, ANON_INODE_FS_MAGIC, PIPEFS_MAGIC, SOCKFS_MAGIC, PIDFS_MAGIC))
+                return -EINVAL;
 
         if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID | STATX_MNT_ID_UNIQUE, &stx) < 0)
                 return -errno;

@@ -46,6 +46,11 @@ int restrictor_remove(Restrictor *r, uint64_t key);
 /* Drop namespaces for which keep() says false. Returns how many went. */
 int restrictor_prune(Restrictor *r, bool (*keep)(uint64_t key, void *userdata), void *userdata);
 
+/* Drop every mount delegated to the namespace (at start, before the ones the
+ * registry lists are added again: reusable ids held by an earlier run may
+ * name other mounts now). */
+int restrictor_forget_mounts(Restrictor *r, uint64_t key);
+
 /* Allow writes through a mount (by the id restrictor_mount_id() gives). */
 int restrictor_add_mount(Restrictor *r, uint64_t key, uint64_t mnt_id);
 

@@ -123,6 +123,21 @@ def userns():
         ns.release()
 
 
+@pytest.fixture
+def tmpfs(environment):
+    """make() -> a Tmpfs mounted for this test; all are unmounted after it."""
+    made = []
+
+    def make():
+        mount = h.Tmpfs(environment.root)
+        made.append(mount)
+        return mount
+
+    yield make
+    for mount in made:
+        mount.release()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

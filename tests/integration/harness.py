@@ -45,6 +45,7 @@ OBJECT_MANAGER_IFACE = 'org.freedesktop.DBus.ObjectManager'
 ACTION_ALLOCATE = BUS_NAME + '.allocate-user-range'
 ACTION_REGISTER = BUS_NAME + '.register-user-namespace'
 ACTION_MANAGE = BUS_NAME + '.manage'
+ACTION_DELEGATE_MOUNT = BUS_NAME + '.delegate-mount'
 
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_PATH = '/org/freedesktop/PolicyKit1/Authority'
@@ -67,6 +68,10 @@ DAEMON_USER = 'daemon'
 
 # _IOR(0xb7, 13, __u64): the 64-bit namespace id (Linux 6.18).
 NS_GET_ID = 0x8008b70d
+AT_EMPTY_PATH = 0x1000
+STATX_MNT_ID = 0x1000
+STATX_MNT_ID_UNIQUE = 0x4000
+MNT_DETACH = 2
 CLONE_NEWUSER = 0x10000000
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -201,6 +206,10 @@ class Client:
         r = self.call(MANAGER_PATH, MANAGER_IFACE, 'RegisterUserNamespace', 'sht',
                       (name, dbus.types.UnixFd(_fd_of(userns)), flags), timeout)
         return Registration(str(r[0]), str(r[1]))
+
+    def add_mount(self, userns, mount_fd, flags=0, timeout=30):
+        self.call(MANAGER_PATH, MANAGER_IFACE, 'AddMountToUserNamespace', 'hht',
+                  (dbus.types.UnixFd(_fd_of(userns)), dbus.types.UnixFd(mount_fd), flags), timeout)
 
     def list(self, flags=0):
         r = self.call(MANAGER_PATH, MANAGER_IFACE, 'ListUserNamespaces', 't', (flags,))
@@ -421,6 +430,70 @@ def make_userns(user=None, *, map_self=False, inside=0, nested=False, hold_proce
     if not hold_process:
         ns.end_process()
     return ns
+
+
+# ---- mounts ---------------------------------------------------------------------
+
+def mount_id(fd):
+    """(id, unique) of the mount fd is on, as statx reports it: the unique
+    id where the kernel has one (6.8+), else the reusable one."""
+    buf = ctypes.create_string_buffer(256)
+    if _libc.statx(fd, b'', AT_EMPTY_PATH, STATX_MNT_ID | STATX_MNT_ID_UNIQUE, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f'statx: {os.strerror(e)}')
+    mask, = struct.unpack_from('I', buf, 0)
+    # struct statx: stx_mnt_id follows the four timestamps and the device numbers.
+    mnt_id, = struct.unpack_from('Q', buf, 144)
+    return mnt_id, bool(mask & STATX_MNT_ID_UNIQUE)
+
+
+SYS_open_tree = 428     # the same number on every architecture
+OPEN_TREE_CLONE = 1
+_libc.syscall.restype = ctypes.c_long
+
+
+def open_tree_clone(fd):
+    """A detached copy of the mount fd is the root of (open_tree(2) with
+    OPEN_TREE_CLONE): a mount of its own, gone when the fd is closed."""
+    new = _libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(fd), ctypes.c_char_p(b''),
+                        ctypes.c_uint(OPEN_TREE_CLONE | AT_EMPTY_PATH | os.O_CLOEXEC))
+    if new < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f'open_tree: {os.strerror(e)}')
+    return new
+
+
+class Tmpfs:
+    """A tmpfs mounted on a new directory below `parent`, for as long as the
+    test needs it. fd: O_PATH of its root, what a client delegates."""
+
+    def __init__(self, parent):
+        self.path = Path(tempfile.mkdtemp(prefix='mnt-', dir=parent))
+        if _libc.mount(b'tmpfs', str(self.path).encode(), b'tmpfs', 0, b'mode=0755') != 0:
+            e = ctypes.get_errno()
+            self.path.rmdir()
+            raise OSError(e, f'mount tmpfs on {self.path}: {os.strerror(e)}')
+        self.fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def id(self):
+        return mount_id(self.fd)[0]
+
+    def close_fd(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def unmount(self):
+        """Not lazily: fails with EBUSY while anyone holds the mount."""
+        if _libc.umount2(str(self.path).encode(), 0) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f'umount {self.path}: {os.strerror(e)}')
+
+    def release(self):
+        self.close_fd()
+        if os.path.ismount(self.path):
+            _libc.umount2(str(self.path).encode(), MNT_DETACH)
+        self.path.rmdir()
 
 
 # ---- calling as another user ----------------------------------------------------
@@ -790,6 +863,11 @@ class PolkitMock:
         """Answer every check with 'authentication required'."""
         self.mock.AddMethod(POLKIT_IFACE, 'CheckAuthorization', '(sa{sv})sa{ss}us', '(bba{ss})',
                             'ret = (False, True, {"polkit.retains_authorization_after_challenge": "1"})')
+
+    def log(self):
+        """What the mock was asked, one call per line."""
+        self._log.flush()
+        return Path(self._log.name).read_text(errors='replace')
 
     def hang(self, on=True):
         self.mock.SimulateHang(on)

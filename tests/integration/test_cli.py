@@ -200,6 +200,20 @@ def test_status_json_by_path(daemon, userns, nsresctl):
         ('65534-shown', ns.id, a.uid_start, 'transient')
 
 
+def test_status_shows_delegated_mounts(daemon, userns, root, tmpfs, nsresctl):
+    ns, _ = allocated(userns, 'mounted')
+    first, second = tmpfs(), tmpfs()
+    r = nsresctl('status', 'mounted')
+    assert 'Mounts:' in r.stdout.splitlines()
+    root.add_mount(ns, first.fd)
+    root.add_mount(ns, second.fd)
+    r = nsresctl('status', 'mounted')
+    assert r.returncode == 0, r.stderr
+    assert f'Mounts: {first.id()} {second.id()}' in r.stdout.splitlines()
+    r = nsresctl('status', '--json', 'mounted')
+    assert json.loads(r.stdout)['Mounts'] == [first.id(), second.id()]
+
+
 def test_status_of_an_unknown_namespace(daemon, nsresctl):
     r = nsresctl('status', 'nothing-here')
     assert r.returncode != 0

@@ -181,6 +181,7 @@ def test_the_policy_is_known_to_polkitd(polkitd, bus_client):
     assert defaults[h.ACTION_ALLOCATE] == (IMPLICIT_YES,) * 3
     assert defaults[h.ACTION_REGISTER] == (IMPLICIT_YES,) * 3
     assert defaults[h.ACTION_MANAGE] == (IMPLICIT_AUTH_ADMIN_KEEP,) * 3
+    assert defaults[h.ACTION_DELEGATE_MOUNT] == (IMPLICIT_AUTH_ADMIN_KEEP,) * 3
 
 
 def test_allocation_with_a_fresh_namespace(nsresd, userns, bus_client):
@@ -227,6 +228,19 @@ def test_someone_elses_namespace_is_refused(nsresd, userns, bus_client):
     _assert_nothing_left(nsresd, bus_client, ns, free)
     # The refusal is logged, under the name qualified by the namespace's owner.
     assert '1-theirs' in nsresd.log()
+
+
+def test_a_mount_needs_an_admin(nsresd, userns, tmpfs, bus_client):
+    # delegate-mount is auth_admin_keep: even the namespace's owner is asked.
+    ns = userns(NOBODY)
+    path = h.as_user(NOBODY, allocate(ns, name='mounting')).path
+    mount = tmpfs()
+    e = h.expect_error(INTERACTIVE, NOBODY, lambda c: c.add_mount(ns, mount.fd))
+    assert 'mounting' in e.message
+    assert bus_client.namespace_properties(path)['Mounts'] == []
+    # Root is not asked.
+    bus_client.add_mount(ns, mount.fd)
+    assert bus_client.namespace_properties(path)['Mounts'] == [mount.id()]
 
 
 def _allocate_allowing_interaction(client, fd, name):

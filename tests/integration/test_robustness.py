@@ -50,6 +50,9 @@ def test_namespace_and_caller_gone_while_polkit_decides(daemon, polkit, userns, 
     call.kill()
     polkit.hang(False)
     polkit.release()
+    # Before the answer reaches the service everything looks clean already:
+    # wait until it published the namespace or failed the call.
+    h.wait_until(lambda: '65534-orphan' in daemon.log(), 5, what="the service to act on polkit's answer")
     wait_clean(daemon, root, free)
 
 

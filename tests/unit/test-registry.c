@@ -48,7 +48,9 @@ static bool entries_equal(const NsEntry *a, const NsEntry *b) {
                a->size == b->size && a->target == b->target && a->map_caller == b->map_caller &&
                a->caller_uid == b->caller_uid && a->caller_gid == b->caller_gid && a->pending == b->pending &&
                a->created_usec == b->created_usec && a->handle_type == b->handle_type &&
-               a->handle_len == b->handle_len && memcmp(a->handle, b->handle, a->handle_len) == 0;
+               a->handle_len == b->handle_len && memcmp(a->handle, b->handle, a->handle_len) == 0 &&
+               a->n_mounts == b->n_mounts &&
+               (a->n_mounts == 0 || memcmp(a->mounts, b->mounts, a->n_mounts * sizeof(uint64_t)) == 0);
 }
 
 /* from_json must fail and leave *ret exactly as it was. */
@@ -168,6 +170,119 @@ static void test_json_round_trip(void) {
         CHECK(registry_entry_to_json(&e, &text) == -EINVAL);
 }
 
+static void test_json_mounts(void) {
+        static const uint64_t ids[] = { 1, UINT64_C(0x100000000), UINT64_MAX };
+        NsEntry e = sample_entry(), back, copy;
+        _cleanup_free_ char *text = NULL;
+        _cleanup_free_ uint64_t *many = NULL;
+
+        /* None: an empty list, written all the same. */
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"mounts\":[]"));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(back.n_mounts == 0 && back.mounts == NULL);
+
+        /* Written before mounts could be delegated: loads with none. */
+        {
+                _cleanup_free_ char *old = with_field("mounts", NULL);
+
+                CHECK(!strstr(old, "mounts"));
+                memset(&back, 0xa5, sizeof(back));
+                CHECK(registry_entry_from_json(old, &back) == 0);
+                CHECK(back.n_mounts == 0 && back.mounts == NULL);
+                CHECK(entries_equal(&e, &back));
+        }
+
+        /* 64-bit ids as strings, in order. */
+        e.mounts = (uint64_t *) ids;
+        e.n_mounts = ELEMENTSOF(ids);
+        free(text);
+        text = NULL;
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"mounts\":[\"1\",\"4294967296\",\"18446744073709551615\"]"));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(back.mounts != e.mounts);
+        CHECK(entries_equal(&e, &back));
+
+        /* Copies own their list. */
+        CHECK(ns_entry_copy(&copy, &back) == 0);
+        CHECK(copy.mounts != back.mounts);
+        CHECK(entries_equal(&copy, &back));
+        ns_entry_done(&back);
+        CHECK(back.mounts == NULL && back.n_mounts == 0);
+        CHECK(ns_entry_has_mount(&copy, UINT64_MAX));
+        CHECK(!ns_entry_has_mount(&copy, 2));
+        CHECK(ns_entry_add_mount(&copy, 2) == 0);
+        CHECK(copy.n_mounts == 4 && ns_entry_has_mount(&copy, 2));
+        ns_entry_done(&copy);
+        ns_entry_done(&copy);
+
+        /* As many as a namespace may have, through a file that must hold them. */
+        many = calloc(NS_MOUNTS_MAX + 1, sizeof(uint64_t));
+        CHECK(many);
+        for (unsigned i = 0; i <= NS_MOUNTS_MAX; i++)
+                many[i] = UINT64_MAX - i;
+        e.mounts = many;
+        e.n_mounts = NS_MOUNTS_MAX;
+        free(text);
+        text = NULL;
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+        CHECK(ns_entry_add_mount(&back, 7) == -E2BIG);
+        CHECK(back.n_mounts == NS_MOUNTS_MAX);
+        ns_entry_done(&back);
+
+        /* One more is refused both ways. */
+        e.n_mounts = NS_MOUNTS_MAX + 1;
+        CHECK(registry_entry_to_json(&e, &text) == -EINVAL);
+        {
+                struct json_object *a = json_object_new_array();
+
+                for (unsigned i = 0; i <= NS_MOUNTS_MAX; i++)
+                        json_object_array_add(a, json_object_new_string("1"));
+                check_field_rejected("mounts", a);
+        }
+
+        /* Anything but a list of decimal strings. */
+        {
+                struct json_object *a;
+
+                /* json-c has no null object: with_field() would drop the key. */
+                {
+                        NsEntry n = sample_entry();
+                        _cleanup_free_ char *t = NULL, *nulled = NULL;
+                        char *at;
+
+                        CHECK(registry_entry_to_json(&n, &t) == 0);
+                        at = strstr(t, "\"mounts\":[]");
+                        CHECK(at);
+                        CHECK(asprintf(&nulled, "%.*s\"mounts\":null%s", (int) (at - t), t,
+                                       at + strlen("\"mounts\":[]")) > 0);
+                        CHECK(rejected(nulled));
+                }
+                check_field_rejected("mounts", json_object_new_object());
+                check_field_rejected("mounts", json_object_new_string("1"));
+                check_field_rejected("mounts", json_object_new_int(1));
+                a = json_object_new_array();
+                json_object_array_add(a, json_object_new_int(5));
+                check_field_rejected("mounts", a);
+                a = json_object_new_array();
+                json_object_array_add(a, json_object_new_string("5"));
+                json_object_array_add(a, json_object_new_null());
+                check_field_rejected("mounts", a);
+                a = json_object_new_array();
+                json_object_array_add(a, json_object_new_array());
+                check_field_rejected("mounts", a);
+                static const char *const bad[] = { "", "-1", "0x10", "1e3", " 1", "18446744073709551616" };
+                for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                        a = json_object_new_array();
+                        json_object_array_add(a, json_object_new_string(bad[i]));
+                        check_field_rejected("mounts", a);
+                }
+        }
+}
+
 static void test_json_rejects(void) {
         static const char *const fields[] = {
                 "id", "inode", "name", "owner", "kind", "uid_start", "gid_start", "size", "target",
@@ -275,11 +390,18 @@ typedef struct Seen {
         size_t n_corrupt;
 } Seen;
 
+/* The registry releases an entry after the callback: keep a copy. */
 static void on_entry(const NsEntry *e, void *userdata) {
         Seen *s = userdata;
 
         CHECK(s->n_entries < ELEMENTSOF(s->entries));
-        s->entries[s->n_entries++] = *e;
+        CHECK(ns_entry_copy(&s->entries[s->n_entries++], e) == 0);
+}
+
+static void seen_reset(Seen *s) {
+        for (size_t i = 0; i < s->n_entries; i++)
+                ns_entry_done(&s->entries[i]);
+        memset(s, 0, sizeof(*s));
 }
 
 static void on_corrupt(const char *file, uint32_t uid_start, uint32_t size, void *userdata) {
@@ -348,10 +470,13 @@ static void test_on_disk(void) {
         _cleanup_free_ char *quarantine = test_path_join(regdir, "quarantine");
         _cleanup_free_ char *index = test_path_join(state, "index");
         NsEntry transient = sample_entry(), pending, self, registered;
+        uint64_t transient_mounts[] = { UINT64_C(0x8000000000000001), 42 };
         Registry *reg = NULL;
         Seen seen = {};
 
         transient.id = 1000;
+        transient.mounts = transient_mounts;
+        transient.n_mounts = ELEMENTSOF(transient_mounts);
         transient.pending = false;
         transient.uid_start = transient.gid_start = 589824;
         strcpy(transient.name, "1000-one");
@@ -495,7 +620,7 @@ static void test_on_disk(void) {
         }
 
         /* Next start: the quarantined ranges are reported again, good entries still load. */
-        memset(&seen, 0, sizeof(seen));
+        seen_reset(&seen);
         CHECK(registry_load(reg, &callbacks, &seen) == 0);
         CHECK(seen.n_entries == 4);
         CHECK(seen.n_corrupt == 4);
@@ -508,7 +633,7 @@ static void test_on_disk(void) {
         /* Removal, twice: the second finds nothing and is fine. */
         CHECK(registry_remove(reg, &transient) == 0);
         CHECK(registry_remove(reg, &transient) == 0);
-        memset(&seen, 0, sizeof(seen));
+        seen_reset(&seen);
         CHECK(registry_load(reg, &callbacks, &seen) == 0);
         CHECK(seen.n_entries == 3);
         CHECK(!seen_entry(&seen, 1000));
@@ -517,6 +642,7 @@ static void test_on_disk(void) {
         CHECK(registry_load(reg, &(RegistryLoadCallbacks) {}, NULL) == 0);
         CHECK(registry_load(reg, NULL, NULL) == 0);
 
+        seen_reset(&seen);
         registry_close(reg);
 }
 
@@ -525,6 +651,7 @@ int main(void) {
 
         RUN_TEST(test_json_round_trip);
         RUN_TEST(test_json_rejects);
+        RUN_TEST(test_json_mounts);
         RUN_TEST(test_on_disk);
         return EXIT_SUCCESS;
 }

@@ -620,6 +620,10 @@ static void resident_start(Resident *r) {
                 char tag[32];
                 unsigned n = 0;
 
+                /* Our copy of the parent's end would keep read() from ever
+                 * seeing the end of the conversation. */
+                close(to_child[1]);
+                close(to_parent[0]);
                 if (unshare(CLONE_NEWUSER) < 0 || write(to_parent[1], "u", 1) != 1 ||
                     read(to_child[0], &b, 1) != 1 || child_enter(0) != 0)
                         _exit(1);
