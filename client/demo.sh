@@ -99,6 +99,11 @@ done
 
 as_nobody=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
 ctl=build/client/nsresctl
+echo "--- nsresd runs with Restriction=permissive: where the kernel cannot run the BPF LSM"
+echo "    restriction, transient ranges are handed out without it. Restriction is now:"
+echo "    $(busctl --system get-property org.freedesktop.NamespaceResource1 /org/freedesktop/NamespaceResource1 \
+        org.freedesktop.NamespaceResource1.Manager Restriction)"
+grep -o 'The BPF LSM restriction is unavailable\. [^.]*' "$run/nsresd.log" | sed 's/^/    /' || true
 echo "--- nsresctl info"
 "${as_nobody[@]}" $ctl info
 echo "--- as user nobody: nsresctl run -- id"

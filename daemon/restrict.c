@@ -128,8 +128,8 @@ int restrictor_probe(char **ret_reason) {
         r = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_LSM, NULL);
         if (r == 0)
                 return reason(ret_reason, -EOPNOTSUPP,
-                              "This kernel cannot load BPF LSM programs: it needs CONFIG_BPF_LSM=y and "
-                              "bpf in lsm= on its command line");
+                              "This kernel refuses to load BPF LSM programs: they need CONFIG_BPF_LSM=y, "
+                              "bpf in lsm= on the kernel command line, and a kernel that allows BPF trampolines");
         if (r < 0)
                 return reason(ret_reason, r, "Cannot probe for BPF LSM programs: %m");
         return 0;

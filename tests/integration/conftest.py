@@ -20,6 +20,11 @@ import harness as h
 _skipped = []
 
 
+def pytest_report_header(config):
+    return ('nsresd under test runs with Restriction=permissive unless a test sets it: this '
+            'host kernel cannot run BPF LSM programs (tests/vm checks the restriction in a VM)')
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'nsresd_config(allocator=None, restriction="permissive"): '
                                        'configuration of the daemon of this test')
