@@ -19,6 +19,10 @@
  *     fsuid/fsgid are not (a caller's own uid mapped with MAP_CALLER), or an
  *     idmapped mount maps them out of every transient range.
  * chown(2) to a transient id is judged the same way, by the new owner.
+ * Extended attributes that name ids (POSIX ACLs, file capabilities with
+ * their root id) are refused unless the superblock is the namespace's own:
+ * the inode hooks that see them do not know the mount, so neither a
+ * delegation nor an idmapping can be taken into account (fail closed).
  * An overlayfs mounted by such a task is refused unless its upper layer
  * belongs to the namespace: overlayfs writes to its upper layer with
  * kernel-internal calls that never reach the path hooks.
@@ -48,6 +52,7 @@ enum {
         RESTRICT_OP_LINK,       /* a new name for an existing inode */
         RESTRICT_OP_CHOWN,
         RESTRICT_OP_MOUNT,      /* a new overlayfs superblock */
+        RESTRICT_OP_XATTR,      /* setting an extended attribute */
         _RESTRICT_OP_MAX,
 };
 
@@ -108,6 +113,7 @@ struct restrict_facts {
         unsigned int sb_owned;          /* superblock of the target belongs to the namespace */
         unsigned int delegated;         /* target mount is in the namespace's allowlist */
         unsigned int upper;             /* RESTRICT_UPPER_*, for OP_MOUNT */
+        unsigned int xattr_names_ids;   /* OP_XATTR: see restrict_xattr_names_ids() */
 
         unsigned int fsuid, fsgid;      /* the task's, as kernel ids */
         /* OP_LINK: owner of the inode being linked. OP_CHOWN: the new owner as
@@ -180,6 +186,29 @@ static inline int restrict_id_transient(const struct restrict_config *c, const s
         return 0;
 }
 
+/* Longest name restrict_xattr_names_ids() needs to see, with its NUL. */
+#define RESTRICT_XATTR_NAME_MAX 32
+
+static inline int restrict_str_eq(const char *a, const char *b) {
+        for (unsigned int i = 0; i < RESTRICT_XATTR_NAME_MAX; i++) {
+                if (a[i] != b[i])
+                        return 0;
+                if (a[i] == '\0')
+                        return 1;
+        }
+        return 0;
+}
+
+/* Whether an extended attribute stores ids: POSIX ACL entries name users
+ * and groups, and a v3 file capability its namespace's root. `name` holds
+ * at least RESTRICT_XATTR_NAME_MAX bytes, NUL-terminated within them or cut
+ * off (then it is none of these). Written out by hand: BPF has no strcmp. */
+static inline int restrict_xattr_names_ids(const char *name) {
+        return restrict_str_eq(name, "system.posix_acl_access") ||
+               restrict_str_eq(name, "system.posix_acl_default") ||
+               restrict_str_eq(name, "security.capability");
+}
+
 /* Non-zero: refuse with EPERM. */
 static inline int restrict_denied(const struct restrict_facts *f, const struct restrict_config *c) {
         unsigned int uid, gid;
@@ -193,6 +222,8 @@ static inline int restrict_denied(const struct restrict_facts *f, const struct r
 
         if (f->op == RESTRICT_OP_MOUNT)
                 return f->upper != RESTRICT_UPPER_NONE && f->upper != RESTRICT_UPPER_OWNED;
+        if (f->op == RESTRICT_OP_XATTR)
+                return f->xattr_names_ids && !f->sb_owned;
 
         if (f->sb_owned || f->delegated)
                 return 0;

@@ -3,9 +3,10 @@
 /*
  * Keeps transient ids off filesystems that outlive their namespace: BPF LSM
  * programs on the hooks that give an inode an owner (path_mkdir, path_mknod,
- * path_symlink, path_link, path_chown) and on the creation of a superblock
- * (sb_set_mnt_opts, reached by mount(2) and fsconfig(FSCONFIG_CMD_CREATE)
- * alike, for overlayfs). This file only reads the facts; the decision is
+ * path_symlink, path_link, path_chown), that store ids in extended
+ * attributes (inode_setxattr, inode_set_acl) and on the creation of a
+ * superblock (sb_set_mnt_opts, reached by mount(2) and
+ * fsconfig(FSCONFIG_CMD_CREATE) alike, for overlayfs). This file only reads the facts; the decision is
  * restrict_denied() in restrict-policy.h, which the host tests run from a
  * table.
  *
@@ -373,6 +374,50 @@ int BPF_PROG(restrict_sb_set_mnt_opts, struct super_block *sb, void *mnt_opts, u
                 f->upper = RESTRICT_UPPER_UNKNOWN;
 
         return facts_decide(f);
+}
+
+/* Setting an extended attribute that names ids, on a superblock that is
+ * not the namespace's own. */
+static __always_inline int check_xattr(const struct dentry *dentry, const char *name) {
+        struct user_namespace *tracked = NULL;
+        char buf[RESTRICT_XATTR_NAME_MAX] = {};
+        struct restrict_facts *f;
+        __u64 key = 0;
+
+        f = facts_begin(RESTRICT_OP_XATTR, &tracked, &key);
+        if (!f)
+                return -EPERM;
+        if (f->chain != RESTRICT_CHAIN_TRACKED)
+                return facts_decide(f);
+
+        /* A longer name is cut off without its NUL and matches none. */
+        if (bpf_probe_read_kernel_str(buf, sizeof(buf), name) < 0)
+                return -EPERM;
+        f->xattr_names_ids = restrict_xattr_names_ids(buf);
+        f->sb_owned = sb_owned_by(BPF_CORE_READ(dentry, d_sb), tracked);
+        return facts_decide(f);
+}
+
+/* The first argument is a struct user_namespace * before 6.3 and a struct
+ * mnt_idmap * since: read the context by position, which did not change. */
+SEC("lsm/inode_setxattr")
+int restrict_inode_setxattr(unsigned long long *ctx) {
+        int ret = (int) ctx[6];
+
+        if (ret != 0)
+                return ret;
+        return check_xattr((const void *) ctx[1], (const void *) ctx[2]);
+}
+
+/* POSIX ACLs stopped going through inode_setxattr in 6.2; the loader leaves
+ * this program out on kernels without the hook. */
+SEC("lsm/inode_set_acl")
+int restrict_inode_set_acl(unsigned long long *ctx) {
+        int ret = (int) ctx[4];
+
+        if (ret != 0)
+                return ret;
+        return check_xattr((const void *) ctx[1], (const void *) ctx[2]);
 }
 
 /* bpf_probe_read_kernel() is GPL-only; LGPL-2.1 allows distributing this

@@ -52,7 +52,7 @@
 struct Restrictor {
         struct userns_restrict *skel;
         char *pin_dir;
-        struct bpf_link *links[8];
+        struct bpf_link *links[16];
         size_t n_links;
 };
 
@@ -143,6 +143,7 @@ int restrictor_open(const char *bpf_dir, const struct restrict_pool *pools, size
                     Restrictor **ret, char **ret_reason) {
         _cleanup_(restrictor_freep) Restrictor *rs = NULL;
         struct restrict_config settings = {};
+        struct bpf_program *prog;
         uint32_t zero = 0;
         int r;
 
@@ -173,6 +174,20 @@ int restrictor_open(const char *bpf_dir, const struct restrict_pool *pools, size
         rs->skel = userns_restrict__open();
         if (!rs->skel)
                 return reason(ret_reason, -errno, "Cannot open the restriction's BPF object: %m");
+
+        /* Hooks come and go between kernels (inode_set_acl arrived in 6.2):
+         * a program for a hook this kernel lacks would fail the whole load. */
+        bpf_object__for_each_program(prog, rs->skel->obj) {
+                const char *hook = bpf_program__section_name(prog);
+
+                if (strncmp(hook, "lsm/", 4) != 0)
+                        continue;
+                hook += 4;
+                if (libbpf_find_vmlinux_btf_id(hook, BPF_LSM_MAC) < 0) {
+                        log_debug("This kernel has no LSM hook %s, not loading %s", hook, bpf_program__name(prog));
+                        (void) bpf_program__set_autoload(prog, false);
+                }
+        }
 
         {
                 struct bpf_map *maps[] = {
@@ -340,6 +355,8 @@ int restrictor_attach(Restrictor *rs, char **ret_reason) {
         bpf_object__for_each_program(prog, rs->skel->obj) {
                 struct bpf_link *link;
 
+                if (!bpf_program__autoload(prog))
+                        continue;
                 if (rs->n_links >= ELEMENTSOF(rs->links))
                         return reason(ret_reason, -E2BIG, "Too many restriction programs");
                 link = bpf_program__attach(prog);
@@ -366,6 +383,8 @@ int restrictor_attach(Restrictor *rs, char **ret_reason) {
                 size_t i = 0;
 
                 bpf_object__for_each_program(prog, rs->skel->obj) {
+                        if (!bpf_program__autoload(prog))
+                                continue;
                         r = pin_link(rs->pin_dir, bpf_program__name(prog), rs->links[i++]);
                         if (r < 0)
                                 return reason(ret_reason, r,

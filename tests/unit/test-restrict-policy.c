@@ -83,6 +83,12 @@ static const Row vm_rows[] = {
         { "mkdir-delegated-other-mount", true, { .op = RESTRICT_OP_CREATE, TRACKED_ROOT, PLAIN } },
         { "mkdir-host-tmpfs-as-caller", false, { .op = RESTRICT_OP_CREATE, TRACKED_ROOT, PLAIN, .fsuid = CALLER, .fsgid = CALLER } },
         { "chown-host-tmpfs-to-caller", false, { .op = RESTRICT_OP_CHOWN, TRACKED_ROOT, PLAIN, .uid = CALLER, .gid = CALLER } },
+        { "setfacl-host-tmpfs-as-caller", true, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .fsuid = CALLER, .fsgid = CALLER, .xattr_names_ids = 1 } },
+        { "setfacl-ext4-as-caller", true, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .fsuid = CALLER, .fsgid = CALLER, .xattr_names_ids = 1 } },
+        { "setfcap-host-tmpfs", true, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .xattr_names_ids = 1 } },
+        { "setfacl-ns-tmpfs", false, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .sb_owned = 1, .xattr_names_ids = 1 } },
+        { "setfcap-ns-tmpfs", false, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .sb_owned = 1, .xattr_names_ids = 1 } },
+        { "setxattr-user-ext4-as-caller", false, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .fsuid = CALLER, .fsgid = CALLER } },
         /* A copy of a mount in a new mount namespace is another mount. */
         { "unshare-mountns-host-tmpfs", true, { .op = RESTRICT_OP_CREATE, TRACKED_ROOT, PLAIN } },
         { "unshare-mountns-delegated", true, { .op = RESTRICT_OP_CREATE, TRACKED_ROOT, PLAIN } },
@@ -115,6 +121,8 @@ static const Row rows[] = {
         { "mkdir-host-tmpfs-as-caller (6.3+)", false, { .op = RESTRICT_OP_CREATE, TRACKED_ROOT, .fsuid = CALLER, .fsgid = CALLER } },
 
         /* Edges. */
+        { "id-naming xattr on a delegated mount (the hook cannot tell)", true, { .op = RESTRICT_OP_XATTR, TRACKED_ROOT, .delegated = 1, .xattr_names_ids = 1 } },
+        { "untracked task sets an ACL", false, { .op = RESTRICT_OP_XATTR, .chain = RESTRICT_CHAIN_UNTRACKED, .xattr_names_ids = 1 } },
         { "chain too deep", true, { .op = RESTRICT_OP_CREATE, .chain = RESTRICT_CHAIN_TOO_DEEP, .sb_owned = 1 } },
         { "unknown chain state", true, { .op = RESTRICT_OP_CREATE, .chain = 7, .fsuid = CALLER, .fsgid = CALLER } },
         { "unknown operation", true, { .op = _RESTRICT_OP_MAX, TRACKED_ROOT, .sb_owned = 1 } },
@@ -229,6 +237,34 @@ static void test_vm_table_covered(const char *path) {
         CHECK_EQ(failed, 0);
 }
 
+static void test_xattr_names(void) {
+        static const char *const with_ids[] = {
+                "system.posix_acl_access", "system.posix_acl_default", "security.capability",
+        };
+        static const char *const without[] = {
+                "", "user.nsresd", "system.posix_acl", "system.posix_acl_accesS", "system.posix_acl_access2",
+                "security.capabilit", "security.capability.x", "trusted.overlay.origin", "security.selinux",
+        };
+        char buf[RESTRICT_XATTR_NAME_MAX];
+
+        for (size_t i = 0; i < ELEMENTSOF(with_ids); i++) {
+                memset(buf, 0, sizeof(buf));
+                strncpy(buf, with_ids[i], sizeof(buf) - 1);
+                CHECK(restrict_xattr_names_ids(buf));
+        }
+        for (size_t i = 0; i < ELEMENTSOF(without); i++) {
+                memset(buf, 0, sizeof(buf));
+                strncpy(buf, without[i], sizeof(buf) - 1);
+                CHECK(!restrict_xattr_names_ids(buf));
+        }
+        /* Cut off without a NUL, as bpf_probe_read_kernel_str() leaves a
+         * longer name: never a match. */
+        memset(buf, 'a', sizeof(buf));
+        CHECK(!restrict_xattr_names_ids(buf));
+        memcpy(buf, "security.capability", sizeof("security.capability") - 1);
+        CHECK(!restrict_xattr_names_ids(buf));
+}
+
 static void test_map_helpers(void) {
         struct restrict_idmap two = { 2, { { 0, 100, 10 }, { 10, 500, 5 } } };
         struct restrict_ns no_range = { 0, 0 };
@@ -269,6 +305,7 @@ int main(int argc, char **argv) {
         RUN_TEST(test_table);
         test_vm_table_covered(argv[1]);
         printf("ok - test_vm_table_covered\n");
+        RUN_TEST(test_xattr_names);
         RUN_TEST(test_map_helpers);
         printf("%zu decisions checked, %zu of them the VM's\n", ELEMENTSOF(vm_rows) + ELEMENTSOF(rows),
                ELEMENTSOF(vm_rows));

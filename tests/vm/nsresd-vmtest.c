@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -167,6 +168,48 @@ static int op_tmpfile_link(const char *dir, const char *tag) {
         return r;
 }
 
+/* A POSIX ACL granting uid 1 of the namespace (transient) access. */
+static int op_setfacl(const char *dir, const char *tag) {
+        struct {
+                uint32_t version;
+                struct {
+                        uint16_t tag, perm;
+                        uint32_t id;
+                } e[5];
+        } acl = { 2, {
+                { 0x01, 6, UINT32_MAX },        /* owner */
+                { 0x02, 6, 1 },                 /* user 1 */
+                { 0x04, 4, UINT32_MAX },        /* owning group */
+                { 0x10, 6, UINT32_MAX },        /* mask */
+                { 0x20, 4, UINT32_MAX },        /* others */
+        } };
+        char p[256];
+
+        (void) tag;
+        path_of(p, sizeof(p), dir, "xattr-target");
+        return errno_or_zero(setxattr(p, "system.posix_acl_access", &acl, sizeof(acl), 0));
+}
+
+/* A file capability: the kernel stores it with the namespace's root (a
+ * transient id) as its root id. */
+static int op_setfcap(const char *dir, const char *tag) {
+        const uint32_t cap[5] = { 0x02000000, 1U << 10, 0, 0, 0 };     /* v2, CAP_NET_BIND_SERVICE */
+        char p[256];
+
+        (void) tag;
+        path_of(p, sizeof(p), dir, "xattr-target");
+        return errno_or_zero(setxattr(p, "security.capability", cap, sizeof(cap), 0));
+}
+
+/* An attribute that names no ids stays allowed. */
+static int op_setxattr_user(const char *dir, const char *tag) {
+        char p[256];
+
+        (void) tag;
+        path_of(p, sizeof(p), dir, "xattr-target");
+        return errno_or_zero(setxattr(p, "user.nsresd", "1", 1, 0));
+}
+
 static int mount_overlay_legacy(const char *upper_root) {
         char opts[512];
 
@@ -241,6 +284,14 @@ static const Case cases[] = {
         /* What is harmless stays allowed. */
         { "mkdir-host-tmpfs-as-caller", "ok", "ok", CALLER_FSID, op_mkdir, "/mnt/host" },
         { "chown-host-tmpfs-to-caller", "ok", "ok", 0, op_chown_caller, "/mnt/host" },
+
+        /* Extended attributes that store ids. */
+        { "setfacl-host-tmpfs-as-caller", "EPERM", "ok", CALLER_FSID, op_setfacl, "/mnt/host" },
+        { "setfacl-ext4-as-caller",     "EPERM", "ok", CALLER_FSID, op_setfacl, "/mnt/ext4/w" },
+        { "setfcap-host-tmpfs",         "EPERM", "ok", 0, op_setfcap, "/mnt/host" },
+        { "setfacl-ns-tmpfs",           "ok", "ok", NEW_MOUNT_NS | NS_TMPFS, op_setfacl, "/mnt/ns" },
+        { "setfcap-ns-tmpfs",           "ok", "ok", NEW_MOUNT_NS | NS_TMPFS, op_setfcap, "/mnt/ns" },
+        { "setxattr-user-ext4-as-caller", "ok", "ok", CALLER_FSID, op_setxattr_user, "/mnt/ext4/w" },
 
         /* Bypasses. */
         { "unshare-mountns-host-tmpfs", "EPERM", "ok", NEW_MOUNT_NS, op_mkdir, "/mnt/host" },
@@ -372,6 +423,10 @@ static int child_enter(unsigned flags) {
                 if (fd < 0)
                         return errno;
                 close(fd);
+                fd = open("/mnt/ns/xattr-target", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+                if (fd < 0)
+                        return errno;
+                close(fd);
                 for (const char *const *d = (const char *const[]) { "upper", "work", NULL }; *d; d++) {
                         snprintf(p, sizeof(p), "/mnt/ns/%s", *d);
                         if (mkdir(p, 0777) < 0)
@@ -476,6 +531,9 @@ static void populate(const char *dir, uid_t owner) {
         touch(p, owner, owner, 0666);
         path_of(p, sizeof(p), dir, "victim-caller");
         touch(p, owner, owner, 0666);
+        /* The mapped caller's own file: it may set attributes on it. */
+        path_of(p, sizeof(p), dir, "xattr-target");
+        touch(p, CALLER_ID, CALLER_ID, 0644);
 }
 
 static void setup_loop_ext4(const char *image) {
