@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <linux/magic.h>
@@ -90,4 +91,26 @@ bool bpf_fd_is_link(int fd) {
                 return false;
         target[n] = '\0';
         return strcmp(target, "anon_inode:bpf-link") == 0;
+}
+
+int bpf_map_stale_keys(int fd, bool (*keep)(uint64_t key, void *userdata), void *userdata, KeyList *stale) {
+        uint64_t key, next;
+        int r;
+
+        for (r = bpf_map_get_next_key(fd, NULL, &next); r >= 0; r = bpf_map_get_next_key(fd, &key, &next)) {
+                key = next;
+                if (keep(key, userdata))
+                        continue;
+                if (stale->n == stale->allocated) {
+                        size_t k = stale->allocated ? stale->allocated * 2 : 64;
+                        uint64_t *p = realloc(stale->keys, k * sizeof(uint64_t));
+
+                        if (!p)
+                                return -ENOMEM;
+                        stale->keys = p;
+                        stale->allocated = k;
+                }
+                stale->keys[stale->n++] = key;
+        }
+        return r == -ENOENT ? 0 : r;
 }

@@ -614,7 +614,7 @@ static int restriction_load(Manager *m, char **ret_reason) {
                 return r;
         }
         if (r > 0)
-                log_info("Dropped %d namespaces unknown to the registry from the restriction", r);
+                log_info("Dropped %d restriction entries of namespaces the registry does not know", r);
 
         r = restrictor_attach(rs, ret_reason);
         if (r < 0)

@@ -435,47 +435,20 @@ int restrictor_remove(Restrictor *rs, uint64_t key) {
 }
 
 int restrictor_prune(Restrictor *rs, bool (*keep)(uint64_t key, void *userdata), void *userdata) {
-        _cleanup_free_ uint64_t *stale = NULL;
-        size_t n = 0, allocated = 0;
-        int fds[2];
+        KeyList stale = {};
+        int r;
 
         assert(rs);
         assert(keep);
 
-        fds[0] = bpf_map__fd(rs->skel->maps.restricted);
-        fds[1] = bpf_map__fd(rs->skel->maps.mounts);
-
-        /* Walk first, delete afterwards: deleting restarts a walk. */
-        for (size_t m = 0; m < ELEMENTSOF(fds); m++) {
-                uint64_t key, next;
-                int r;
-
-                for (r = bpf_map_get_next_key(fds[m], NULL, &next); r >= 0;
-                     r = bpf_map_get_next_key(fds[m], &key, &next)) {
-                        key = next;
-                        if (keep(key, userdata))
-                                continue;
-                        if (n == allocated) {
-                                size_t k = allocated ? allocated * 2 : 64;
-                                uint64_t *p = realloc(stale, k * sizeof(uint64_t));
-
-                                if (!p)
-                                        return -ENOMEM;
-                                stale = p;
-                                allocated = k;
-                        }
-                        stale[n++] = key;
-                }
-                if (r != -ENOENT)
-                        return r;
-        }
-
-        for (size_t i = 0; i < n; i++) {
-                int r = restrictor_remove(rs, stale[i]);
-                if (r < 0)
-                        return r;
-        }
-        return (int) n;
+        /* A key may be in both maps; removing it twice is harmless. */
+        r = bpf_map_stale_keys(bpf_map__fd(rs->skel->maps.restricted), keep, userdata, &stale);
+        if (r >= 0)
+                r = bpf_map_stale_keys(bpf_map__fd(rs->skel->maps.mounts), keep, userdata, &stale);
+        for (size_t i = 0; r >= 0 && i < stale.n; i++)
+                r = restrictor_remove(rs, stale.keys[i]);
+        free(stale.keys);
+        return r < 0 ? r : (int) stale.n;
 }
 
 int restrictor_forget_mounts(Restrictor *rs, uint64_t key) {

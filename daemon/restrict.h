@@ -43,7 +43,8 @@ Restrictor *restrictor_free(Restrictor *r);
 int restrictor_add(Restrictor *r, uint64_t key, uint32_t uid_start, uint32_t size);
 /* Forgets the namespace and its delegated mounts. */
 int restrictor_remove(Restrictor *r, uint64_t key);
-/* Drop namespaces for which keep() says false. Returns how many went. */
+/* Drop namespaces for which keep() says false, with their mounts. Returns
+ * how many map entries went. */
 int restrictor_prune(Restrictor *r, bool (*keep)(uint64_t key, void *userdata), void *userdata);
 
 /* Drop every mount delegated to the namespace (at start, before the ones the

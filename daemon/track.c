@@ -285,39 +285,20 @@ int tracker_remove(Tracker *t, uint64_t ns_id) {
 }
 
 int tracker_prune(Tracker *t, bool (*keep)(uint64_t ns_id, void *userdata), void *userdata) {
-        _cleanup_free_ uint64_t *stale = NULL;
-        size_t n = 0, allocated = 0;
-        uint64_t key, next;
+        KeyList stale = {};
         int fd, r;
 
         assert(t);
 
-        /* Walk first, delete afterwards: the next key of a deleted one starts
-         * the walk over. */
         fd = bpf_map__fd(t->skel->maps.tracked);
-        for (r = bpf_map_get_next_key(fd, NULL, &next); r >= 0; r = bpf_map_get_next_key(fd, &key, &next)) {
-                key = next;
-                if (keep(key, userdata))
-                        continue;
-                if (n == allocated) {
-                        size_t k = allocated ? allocated * 2 : 64;
-                        uint64_t *p = realloc(stale, k * sizeof(uint64_t));
-                        if (!p)
-                                return -ENOMEM;
-                        stale = p;
-                        allocated = k;
-                }
-                stale[n++] = key;
+        r = bpf_map_stale_keys(fd, keep, userdata, &stale);
+        for (size_t i = 0; r >= 0 && i < stale.n; i++) {
+                r = bpf_map_delete_elem(fd, &stale.keys[i]);
+                if (r == -ENOENT)
+                        r = 0;
         }
-        if (r != -ENOENT)
-                return r;
-
-        for (size_t i = 0; i < n; i++) {
-                r = bpf_map_delete_elem(fd, &stale[i]);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-        }
-        return (int) n;
+        free(stale.keys);
+        return r < 0 ? r : (int) stale.n;
 }
 
 int tracker_fd(Tracker *t) {
