@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <limits.h>
+
 #include <json-c/json.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -39,6 +41,8 @@
 #define ALLOCATE_FLAG_MANGLE_NAME (UINT64_C(1) << 0)
 #define ALLOCATE_FLAG_SELF (UINT64_C(1) << 1)
 #define ALLOCATE_FLAG_MAP_CALLER (UINT64_C(1) << 2)
+
+#define ADD_CGROUP_FLAG_CREATE_CHILD (UINT64_C(1) << 0)
 
 #define DEFAULT_RANGE_SIZE 65536U
 
@@ -655,6 +659,7 @@ enum {
         ARG_MAP_CALLER,
         ARG_TARGET,
         ARG_MANGLE,
+        ARG_CGROUP,
 };
 
 /* Accepted by every command, after the command as well as before it. */
@@ -698,6 +703,10 @@ static void help(void) {
                "     --self               Map only your own UID/GID (size 1), no transient\n"
                "                          range\n"
                "     --map-caller         Also map your own UID/GID, to TARGET+SIZE\n"
+               "     --cgroup=PATH        Run CMD in a control group of its own, made by\n"
+               "                          nsresd in PATH (a cgroup you own, in whose\n"
+               "                          subtree nsresctl runs) and delegated to the\n"
+               "                          namespace\n"
                "\n"
                "Exit status: 0 on success, 1 on failure, 2 on wrong usage. run exits with\n"
                "the status of CMD (128+N if it was killed by signal N), 126 if CMD could not\n"
@@ -1013,6 +1022,7 @@ static int verb_watch(int argc, char *argv[]) {
  * and the errno it failed with. End of file after "go" means exec worked. */
 typedef enum RunStep {
         RUN_STEP_USERNS,
+        RUN_STEP_CGROUP,
         RUN_STEP_MOUNTNS,
         RUN_STEP_PROPAGATION,
         RUN_STEP_SETGROUPS,
@@ -1028,6 +1038,7 @@ typedef struct RunReport {
 
 static const char *const run_step_text[] = {
         [RUN_STEP_USERNS] = "create a user namespace",
+        [RUN_STEP_CGROUP] = "move into the delegated control group",
         [RUN_STEP_MOUNTNS] = "create a mount namespace",
         [RUN_STEP_PROPAGATION] = "make mounts private in the new mount namespace",
         [RUN_STEP_SETGROUPS] = "drop supplementary groups",
@@ -1042,7 +1053,17 @@ typedef struct RunArgs {
         uint32_t target;
         uint64_t flags;
         char **command;
+        const char *cgroup;     /* --cgroup: where the namespace's leaf is made */
+        int cgroup_fd;          /* ... opened before the child is forked */
 } RunArgs;
+
+/* What the parent sends once the namespace is ready: "go", and what the
+ * child sets up before it runs the command. One write, well below
+ * PIPE_BUF, so it arrives whole. */
+typedef struct RunGo {
+        char go;                        /* 'g' */
+        char cgroup_leaf[NAME_MAX + 1]; /* in RunArgs.cgroup_fd; empty: stay where we are */
+} RunGo;
 
 static ssize_t read_full(int fd, void *buf, size_t size) {
         size_t done = 0;
@@ -1100,9 +1121,28 @@ static bool setgroups_allowed(void) {
         return strncmp(buf, "deny", 4) != 0;
 }
 
+/* The first move into the leaf: it needs write access to the leaf's
+ * cgroup.procs, which is the namespace's (we hold every capability in the
+ * namespace until we switch ids), and to that of the common ancestor of
+ * where we are and the leaf, which is the caller's own if nsresctl runs in
+ * the subtree of the cgroup the leaf was made in. */
+static int join_cgroup(int cgroup_fd, const char *leaf) {
+        _cleanup_close_ int fd = -1, dir = -1;
+
+        dir = openat(cgroup_fd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir < 0)
+                return -errno;
+        fd = openat(dir, "cgroup.procs", O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        /* "0": whoever writes. */
+        return write_full(fd, "0", 1);
+}
+
 static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, int go_fd) {
         RunReport report = { .step = RUN_STEP_USERNS };
-        char go = 0;
+        RunGo go = {};
+        int r;
 
         /* Until "go" we wait in an unmapped namespace; if nsresctl dies
          * meanwhile no "go" can ever come. */
@@ -1117,8 +1157,15 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
         if (write_full(report_fd, &report, sizeof(report)) < 0)
                 _exit(EXIT_FAILURE);
 
-        if (read_full(go_fd, &go, 1) != 1 || go != 'g')
+        if (read_full(go_fd, &go, sizeof(go)) != (ssize_t) sizeof(go) || go.go != 'g' ||
+            go.cgroup_leaf[sizeof(go.cgroup_leaf) - 1] != '\0')
                 _exit(EXIT_FAILURE);
+
+        if (go.cgroup_leaf[0]) {
+                r = join_cgroup(a->cgroup_fd, go.cgroup_leaf);
+                if (r < 0)
+                        run_child_fail(report_fd, RUN_STEP_CGROUP, -r);
+        }
 
         /* A private mount namespace, owned by the new user namespace, lets
          * CMD mount as its root without touching the host's mounts. */
@@ -1141,15 +1188,10 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
         run_child_fail(report_fd, RUN_STEP_EXEC, errno);
 }
 
-static int allocate_range(const RunArgs *a, int userns_fd, sd_bus_message **ret_reply) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+static int allocate_range(sd_bus *bus, const RunArgs *a, int userns_fd, sd_bus_message **ret_reply) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
-
-        r = bus_connect(&bus);
-        if (r < 0)
-                return r;
 
         r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
                                            "AllocateUserRange");
@@ -1169,6 +1211,52 @@ static int allocate_range(const RunArgs *a, int userns_fd, sd_bus_message **ret_
         }
 
         *ret_reply = TAKE_PTR(reply);
+        return 0;
+}
+
+/* A new leaf in a->cgroup, delegated to the namespace: its name there. */
+static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *ret_leaf, size_t size,
+                           char **ret_path) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *path, *leaf;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           "AddControlGroupToUserNamespace");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "hht", userns_fd, a->cgroup_fd, ADD_CGROUP_FLAG_CREATE_CHILD);
+        if (r >= 0)
+                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
+        if (r < 0) {
+                log_error_msg("Failed to build the request: %s", strerror(-r));
+                return r;
+        }
+
+        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
+        if (r < 0) {
+                log_bus_error(&error, r, "Failed to delegate a control group");
+                return r;
+        }
+        r = sd_bus_message_read(reply, "s", &path);
+        if (r < 0) {
+                log_error_msg("Failed to parse the reply of AddControlGroupToUserNamespace: %s", strerror(-r));
+                return r;
+        }
+
+        /* CREATE_CHILD makes the leaf right in the cgroup we passed. */
+        leaf = strrchr(path, '/');
+        leaf = leaf ? leaf + 1 : path;
+        if (!*leaf || strcmp(leaf, ".") == 0 || strcmp(leaf, "..") == 0 || strlen(leaf) >= size) {
+                log_error_msg("The service named an unexpected control group: '%s'.", path);
+                return -EBADMSG;
+        }
+        strcpy(ret_leaf, leaf);
+        *ret_path = strdup(path);
+        if (!*ret_path) {
+                log_error_msg("Out of memory.");
+                return -ENOMEM;
+        }
         return 0;
 }
 
@@ -1216,11 +1304,14 @@ static void run_kill_child(pid_t child) {
 
 static int run_command(const RunArgs *a) {
         _cleanup_close_ int report_r = -1, report_w = -1, go_r = -1, go_w = -1;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+        _cleanup_free_ char *cgroup_path = NULL;
         const char *path, *final_name;
         uint32_t uid_start, gid_start;
         char proc_path[64];
+        RunGo go = { .go = 'g' };
         RunReport report;
         sigset_t mask;
         pid_t parent, child;
@@ -1288,7 +1379,11 @@ static int run_command(const RunArgs *a) {
                         return EXIT_FAILURE;
                 }
 
-                r = allocate_range(a, userns_fd, &reply);
+                r = bus_connect(&bus);
+                if (r >= 0)
+                        r = allocate_range(bus, a, userns_fd, &reply);
+                if (r >= 0 && a->cgroup)
+                        r = delegate_cgroup(bus, a, userns_fd, go.cgroup_leaf, sizeof(go.cgroup_leaf), &cgroup_path);
                 if (r < 0) {
                         run_kill_child(child);
                         return EXIT_FAILURE;
@@ -1310,6 +1405,8 @@ static int run_command(const RunArgs *a) {
                 format_id_range(a->target, a->size, inside, sizeof(inside));
                 fprintf(stderr, "nsresctl: Allocated '%s': UIDs %s, GIDs %s, as %s inside, %s\n",
                         final_name, uids, gids, inside, path);
+                if (cgroup_path)
+                        fprintf(stderr, "nsresctl: Control group %s delegated to '%s'\n", cgroup_path, final_name);
         }
 
         /* From "go" on we only relay signals; block them first so none is
@@ -1324,7 +1421,7 @@ static int run_command(const RunArgs *a) {
                 return EXIT_FAILURE;
         }
 
-        (void) write_full(go_w, "g", 1);
+        (void) write_full(go_w, &go, sizeof(go));
         go_w = safe_close(go_w);
 
         n = read_full(report_r, &report, sizeof(report));
@@ -1338,6 +1435,10 @@ static int run_command(const RunArgs *a) {
                         return report.error == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE;
                 }
                 log_error_msg("Failed to %s: %s", run_step_text[step], strerror(report.error));
+                if (step == RUN_STEP_CGROUP && report.error == EACCES)
+                        log_error_msg("Moving into %s needs write access to the cgroup.procs of the closest cgroup "
+                                      "above both it and the one nsresctl runs in: run nsresctl inside '%s', a "
+                                      "cgroup you own.", cgroup_path, a->cgroup);
                 return EXIT_FAILURE;
         }
 
@@ -1367,11 +1468,14 @@ static int verb_run(int argc, char *argv[]) {
                 { "map-caller", no_argument,       NULL, ARG_MAP_CALLER },
                 { "target",     required_argument, NULL, ARG_TARGET     },
                 { "mangle",     no_argument,       NULL, ARG_MANGLE     },
+                { "cgroup",     required_argument, NULL, ARG_CGROUP     },
                 {}
         };
         _cleanup_free_ char *default_name = NULL;
+        _cleanup_close_ int cgroup_fd = -1;
         RunArgs a = {
                 .target = 0,
+                .cgroup_fd = -1,
         };
         bool size_given = false;
         int c, r;
@@ -1419,6 +1523,13 @@ static int verb_run(int argc, char *argv[]) {
                 case ARG_MANGLE:
                         a.flags |= ALLOCATE_FLAG_MANGLE_NAME;
                         break;
+                case ARG_CGROUP:
+                        if (!*optarg) {
+                                log_error_msg("--cgroup= must not be empty.");
+                                return EXIT_USAGE;
+                        }
+                        a.cgroup = optarg;
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
@@ -1439,6 +1550,23 @@ static int verb_run(int argc, char *argv[]) {
                 a.size = 1;
         } else if (!size_given)
                 a.size = DEFAULT_RANGE_SIZE;
+
+        if (a.cgroup) {
+                /* A delegated cgroup is owned by the namespace's own first
+                 * ids; with --self there are none. */
+                if (a.flags & ALLOCATE_FLAG_SELF) {
+                        log_error_msg("--cgroup needs a range of the namespace's own; "
+                                      "it cannot be combined with --self.");
+                        return EXIT_USAGE;
+                }
+                /* Opened before the child is forked: it inherits the fd. */
+                cgroup_fd = open(a.cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (cgroup_fd < 0) {
+                        log_error_msg("Failed to open control group '%s': %m", a.cgroup);
+                        return EXIT_FAILURE;
+                }
+                a.cgroup_fd = cgroup_fd;
+        }
 
         if (!a.name) {
                 r = default_run_name(a.command[0], &default_name);

@@ -37,6 +37,7 @@ typedef struct ConfigKey {
         const char *name;
         ValueType type;
         size_t offset;
+        uint32_t max;   /* VALUE_ID, VALUE_COUNT: the highest value accepted */
 } ConfigKey;
 
 static const char *const section_names[] = {
@@ -46,17 +47,25 @@ static const char *const section_names[] = {
 };
 
 static const ConfigKey config_keys[] = {
-        { SECTION_ALLOCATOR, "RangeStart", VALUE_ID, offsetof(Config, range_start) },
-        { SECTION_ALLOCATOR, "RangeEnd", VALUE_ID, offsetof(Config, range_end) },
-        { SECTION_ALLOCATOR, "SingleRangeStart", VALUE_ID, offsetof(Config, single_range_start) },
-        { SECTION_ALLOCATOR, "SingleRangeEnd", VALUE_ID, offsetof(Config, single_range_end) },
-        { SECTION_ALLOCATOR, "MaxNamespacesPerOwner", VALUE_COUNT, offsetof(Config, max_namespaces_per_owner) },
-        { SECTION_ALLOCATOR, "MaxRequestsPerOwner", VALUE_COUNT, offsetof(Config, max_requests_per_owner) },
-        { SECTION_DELEGATION, "MaxControlGroups", VALUE_COUNT, offsetof(Config, max_control_groups) },
-        { SECTION_DELEGATION, "MaxNetworkInterfaces", VALUE_COUNT, offsetof(Config, max_network_interfaces) },
+        { SECTION_ALLOCATOR, "RangeStart", VALUE_ID, offsetof(Config, range_start), UINT32_MAX },
+        { SECTION_ALLOCATOR, "RangeEnd", VALUE_ID, offsetof(Config, range_end), UINT32_MAX },
+        { SECTION_ALLOCATOR, "SingleRangeStart", VALUE_ID, offsetof(Config, single_range_start), UINT32_MAX },
+        { SECTION_ALLOCATOR, "SingleRangeEnd", VALUE_ID, offsetof(Config, single_range_end), UINT32_MAX },
+        { SECTION_ALLOCATOR, "MaxNamespacesPerOwner", VALUE_COUNT, offsetof(Config, max_namespaces_per_owner),
+          UINT32_MAX },
+        { SECTION_ALLOCATOR, "MaxRequestsPerOwner", VALUE_COUNT, offsetof(Config, max_requests_per_owner),
+          UINT32_MAX },
+        { SECTION_DELEGATION, "MaxControlGroups", VALUE_COUNT, offsetof(Config, max_control_groups),
+          CONFIG_CONTROL_GROUPS_MAX },
+        { SECTION_DELEGATION, "ControlGroupMaxDescendants", VALUE_COUNT,
+          offsetof(Config, control_group_max_descendants), CONFIG_CGROUP_DESCENDANTS_MAX },
+        { SECTION_DELEGATION, "ControlGroupMaxDepth", VALUE_COUNT, offsetof(Config, control_group_max_depth),
+          CONFIG_CGROUP_DEPTH_MAX },
+        { SECTION_DELEGATION, "MaxNetworkInterfaces", VALUE_COUNT, offsetof(Config, max_network_interfaces),
+          UINT32_MAX },
         { SECTION_DELEGATION, "MaxNetworkInterfacesPerOwner", VALUE_COUNT,
-          offsetof(Config, max_network_interfaces_per_owner) },
-        { SECTION_SECURITY, "Restriction", VALUE_RESTRICTION, offsetof(Config, restriction) },
+          offsetof(Config, max_network_interfaces_per_owner), UINT32_MAX },
+        { SECTION_SECURITY, "Restriction", VALUE_RESTRICTION, offsetof(Config, restriction), 0 },
 };
 
 static const char *const restriction_names[] = {
@@ -80,6 +89,8 @@ void config_defaults(Config *c) {
                 .max_namespaces_per_owner = 256,
                 .max_requests_per_owner = 32,
                 .max_control_groups = 16,
+                .control_group_max_descendants = 256,
+                .control_group_max_depth = 16,
                 .max_network_interfaces = 16,
                 .max_network_interfaces_per_owner = 64,
                 .restriction = RESTRICTION_ENFORCE,
@@ -120,14 +131,14 @@ static bool span_equals(const char *s, size_t len, const char *word) {
 
 static int assign(Config *c, const ConfigKey *key, const char *value, size_t len,
                   const char *origin, unsigned line, char **ret_error) {
-        uint32_t n;
+        uint32_t n, max = key->max;
 
         switch (key->type) {
         case VALUE_ID:
         case VALUE_COUNT:
-                if (parse_decimal_u32(value, len, &n) < 0)
+                if (parse_decimal_u32(value, len, &n) < 0 || n > max)
                         return fail(ret_error, "%s:%u: %s= wants a decimal number from %u to %u, not '%.*s'",
-                                    origin, line, key->name, key->type == VALUE_COUNT ? 1u : 0u, UINT32_MAX,
+                                    origin, line, key->name, key->type == VALUE_COUNT ? 1u : 0u, max,
                                     (int) len, value);
                 if (key->type == VALUE_COUNT && n == 0)
                         return fail(ret_error, "%s:%u: %s= must be at least 1", origin, line, key->name);
@@ -457,8 +468,13 @@ int config_verify(const Config *c, char **ret_error) {
                 return fail(ret_error, "MaxNamespacesPerOwner= must be at least 1");
         if (c->max_requests_per_owner == 0)
                 return fail(ret_error, "MaxRequestsPerOwner= must be at least 1");
-        if (c->max_control_groups == 0)
-                return fail(ret_error, "MaxControlGroups= must be at least 1");
+        if (c->max_control_groups == 0 || c->max_control_groups > CONFIG_CONTROL_GROUPS_MAX)
+                return fail(ret_error, "MaxControlGroups= must be from 1 to %u", CONFIG_CONTROL_GROUPS_MAX);
+        if (c->control_group_max_descendants == 0 || c->control_group_max_descendants > CONFIG_CGROUP_DESCENDANTS_MAX)
+                return fail(ret_error, "ControlGroupMaxDescendants= must be from 1 to %u",
+                            CONFIG_CGROUP_DESCENDANTS_MAX);
+        if (c->control_group_max_depth == 0 || c->control_group_max_depth > CONFIG_CGROUP_DEPTH_MAX)
+                return fail(ret_error, "ControlGroupMaxDepth= must be from 1 to %u", CONFIG_CGROUP_DEPTH_MAX);
         if (c->max_network_interfaces == 0)
                 return fail(ret_error, "MaxNetworkInterfaces= must be at least 1");
         if (c->max_network_interfaces_per_owner == 0)

@@ -25,6 +25,13 @@ typedef enum PoolBound {
         _POOL_BOUND_MAX,
 } PoolBound;
 
+/* What a namespace's registry entry can hold (NS_CGROUPS_MAX). */
+#define CONFIG_CONTROL_GROUPS_MAX 256u
+/* The kernel reads cgroup.max.descendants as an int. */
+#define CONFIG_CGROUP_DESCENDANTS_MAX 2147483647u
+/* Teardown walks a delegated subtree holding one fd per level. */
+#define CONFIG_CGROUP_DEPTH_MAX 64u
+
 typedef struct Config {
         /* [Allocator] */
         uint32_t range_start;                   /* 524288 */
@@ -34,7 +41,9 @@ typedef struct Config {
         unsigned max_namespaces_per_owner;      /* 256 */
         unsigned max_requests_per_owner;        /* 32 */
         /* [Delegation] */
-        unsigned max_control_groups;            /* 16 */
+        unsigned max_control_groups;            /* 16, at most CONFIG_CONTROL_GROUPS_MAX */
+        unsigned control_group_max_descendants; /* 256: cgroup.max.descendants of a delegated leaf */
+        unsigned control_group_max_depth;       /* 16: cgroup.max.depth of a delegated leaf */
         unsigned max_network_interfaces;        /* 16 */
         unsigned max_network_interfaces_per_owner; /* 64 */
         /* [Security] */

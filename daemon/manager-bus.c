@@ -187,6 +187,63 @@ static int method_add_mount(sd_bus_message *message, void *userdata, sd_bus_erro
         return request_start_add_mount(m, message, ns, mount_fd, mnt_id, unique, error);
 }
 
+static int method_add_cgroup(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(cgroup_info_done) CgroupInfo info = {};
+        _cleanup_close_ int fd = -EBADF;
+        Manager *m = userdata;
+        const CgroupMount *mount;
+        Namespace *ns = NULL;
+        uint64_t flags;
+        int userns_fd, cgroup_fd, r;
+
+        r = sd_bus_message_read(message, "hht", &userns_fd, &cgroup_fd, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~ADD_CGROUP_FLAGS_ALL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx64, flags & ~ADD_CGROUP_FLAGS_ALL);
+
+        r = find_namespace_by_fd(m, userns_fd, &ns, error);
+        if (r < 0)
+                return r;
+        /* A delegated leaf is owned by the namespace's first ids: SELF and
+         * registered namespaces have none of their own, only their owner's. */
+        if (ns->e.kind != NS_KIND_TRANSIENT)
+                return sd_bus_error_setf(error, ERROR_PREFIX "NoUserRange",
+                                         "User namespace '%s' maps its owner's own ids (kind %s), not a transient "
+                                         "range: there are no ids of its own to own a control group; its owner "
+                                         "can use one of their own cgroups directly",
+                                         ns->e.name, ns_kind_to_string(ns->e.kind));
+
+        r = manager_cgroup_mount(m, &mount);
+        if (r == -ENOENT)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotSupported",
+                                        "No cgroup2 file system is mounted (none in /proc/self/mountinfo of the "
+                                        "service), so no control group can be delegated");
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Failed to find the cgroup2 mount: %m");
+
+        r = cgroup_inspect(mount, cgroup_fd, &info, &fd);
+        if (r == -EMEDIUMTYPE || r == -ENOTDIR || r == -ESTALE)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotAControlGroup",
+                                        "The file descriptor is not a control group: pass an fd of a cgroup's "
+                                        "directory on the cgroup2 file system (as opened below /sys/fs/cgroup)");
+        if (r == -EOPNOTSUPP)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotSupported",
+                                        "This kernel gives no file handles for control groups, which nsresd "
+                                        "needs to find a delegated cgroup again");
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Failed to inspect the control group: %m");
+        /* Answers and the ControlGroups property quote the path; it is not
+         * quoted here, as it may not even be UTF-8. */
+        if (!ns_cgroup_path_is_valid(info.path))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The control group's path cannot be recorded: it is longer than %u bytes, "
+                                         "contains control characters or is not valid UTF-8", NS_CGROUP_PATH_MAX);
+
+        return request_start_add_cgroup(m, message, ns, &fd, &info, flags & ADD_CGROUP_CREATE_CHILD, error);
+}
+
 static int method_list(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
@@ -299,8 +356,26 @@ static int property_get_ns_uid(sd_bus *bus, const char *path, const char *interf
 static int property_get_empty_strv(sd_bus *bus, const char *path, const char *interface, const char *property,
                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
-        /* Delegated cgroups and links are not handed out yet. */
+        /* Delegated links are not handed out yet. */
         return sd_bus_message_append(reply, "as", 0);
+}
+
+static int property_get_ns_cgroups(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Namespace *ns = userdata;
+        int r;
+
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < ns->e.n_cgroups; i++) {
+                r = sd_bus_message_append(reply, "s", ns->e.cgroups[i].path);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 static int property_get_ns_mounts(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -353,6 +428,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_ARGS("h", userns, "h", mount, "t", flags),
                                 SD_BUS_NO_RESULT,
                                 method_add_mount, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddControlGroupToUserNamespace",
+                                SD_BUS_ARGS("h", userns, "h", cgroup, "t", flags),
+                                SD_BUS_RESULT("s", cgroup_path),
+                                method_add_cgroup, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListUserNamespaces",
                                 SD_BUS_ARGS("t", flags),
                                 SD_BUS_RESULT("a(ostuuuu)", namespaces),
@@ -378,7 +457,7 @@ static const sd_bus_vtable userns_vtable[] = {
         SD_BUS_PROPERTY("Target", "u", NULL, offsetof(Namespace, e.target), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Kind", "s", property_get_ns_kind, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Namespace, e.created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("ControlGroups", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ControlGroups", "as", property_get_ns_cgroups, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Mounts", "at", property_get_ns_mounts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("BpfDelegated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -9,10 +9,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
 #include "allocator.h"
+#include "cgroup.h"
 #include "claims.h"
 #include "config.h"
 #include "hashmap.h"
@@ -33,6 +35,9 @@
 #define ALLOCATE_SELF (UINT64_C(1) << 1)
 #define ALLOCATE_MAP_CALLER (UINT64_C(1) << 2)
 #define ALLOCATE_FLAGS_ALL (ALLOCATE_MANGLE_NAME | ALLOCATE_SELF | ALLOCATE_MAP_CALLER)
+
+#define ADD_CGROUP_CREATE_CHILD (UINT64_C(1) << 0)
+#define ADD_CGROUP_FLAGS_ALL ADD_CGROUP_CREATE_CHILD
 
 /* Requests in flight from all callers together: one per helper process at
  * most, so this also bounds the processes the daemon forks. */
@@ -62,6 +67,12 @@
 #define RECHECK_ACCURACY_USEC 100u
 /* Polling and the NSS index promise short delays: not sd-event's default 250 ms slack. */
 #define TIMER_ACCURACY_USEC (5ULL * 1000ULL)
+/* A delegated cgroup whose killed processes have not left yet is removed
+ * again after 2 ms, then after twice as long each time up to once a second,
+ * for about five minutes. */
+#define CGROUP_REMOVAL_FIRST_USEC (2ULL * 1000ULL)
+#define CGROUP_REMOVAL_MAX_USEC (1ULL * 1000000ULL)
+#define CGROUP_REMOVAL_TRIES 310u
 
 /* A mount delegated by its reusable id (a kernel without unique mount ids):
  * while we hold it, no other mount can get that id. */
@@ -78,12 +89,14 @@ typedef struct Namespace {
         uint64_t event_usec;    /* CLOCK_MONOTONIC of its teardown event */
         HeldMount *held_mounts; /* never persisted: they end with the service */
         unsigned n_held_mounts;
+        unsigned cgroups_reserved;      /* cgroup slots held by requests in flight */
 } Namespace;
 
 typedef enum RequestKind {
         REQUEST_ALLOCATE,
         REQUEST_REGISTER,
         REQUEST_ADD_MOUNT,
+        REQUEST_ADD_CGROUP,
 } RequestKind;
 
 typedef struct CallQueue {
@@ -118,12 +131,15 @@ struct Manager {
         Hashmap *suspects;      /* u64 -> Namespace whose teardown event came before its death */
         Hashmap *caller_uids;   /* unique bus name -> CallerUid */
         Hashmap *identifying;   /* unique bus name -> SenderQueue */
+        Hashmap *cgroups;       /* u64 cgroup id -> Namespace it is delegated to */
+        Hashmap *cgroup_removals;       /* u64 cgroup id -> CgroupRemoval still to finish */
         CallQueue polkit_calls;
         CallQueue lookup_calls;
         unsigned n_requests;
 
         uint64_t own_userns_id;
         int nsfs_fd;            /* our own user namespace: any nsfs fd opens handles */
+        CgroupMount cgroup_mount;       /* .fd < 0 until a cgroup2 mount is found */
 
         sd_event_source *teardown_source;
         sd_event_source *sweep_timer;
@@ -131,6 +147,7 @@ struct Manager {
         sd_event_source *claims_timer;
         sd_event_source *claims_watch;
         sd_event_source *index_timer;
+        sd_event_source *cgroup_removal_timer;
         uint64_t claims_refreshed_usec;         /* CLOCK_MONOTONIC */
         sd_bus_slot *manager_slot, *userns_slot, *enumerator_slot, *object_manager_slot;
 
@@ -140,8 +157,16 @@ struct Manager {
         bool warned_permissive;
         char *fault_kill_after_map;     /* test-only fault injection, by final name */
         char *fault_helper_stop;
+        char *fault_kill_after_cgroup_record;
+        char *fault_kill_after_cgroup_create;
         bool fault_no_bpf;
+        bool fault_no_cgroup_kill;
 };
+
+/* Test-only fault injection (NSRESD_FAULT): faults name the namespace they hit by its final name. */
+static inline bool fault_matches(const char *fault, const char *name) {
+        return fault && strcmp(fault, name) == 0;
+}
 
 /* manager.c */
 uint64_t now_realtime_usec(void);
@@ -153,6 +178,20 @@ bool namespace_has_mount(const Namespace *ns, uint64_t mnt_id);
 /* Delegate a mount: 1 if added, 0 if it already was, -E2BIG past the limit.
  * For a reusable id (!unique) *fd moves into the namespace when added. */
 int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique, int *fd);
+/* Where control groups are: found on first use, so that a cgroup2 mount
+ * made after the service started is found too. -ENOENT if there is none. */
+int manager_cgroup_mount(Manager *m, const CgroupMount **ret);
+/* Whether `info` (our fd of it: fd) may be delegated to ns as it is, or
+ * (create) have a leaf made in it for ns: 0 if so; -EALREADY if it is (or
+ * its leaf for ns is) delegated already, -ENOTEMPTY if it is not an empty
+ * leaf, -EEXIST if the leaf's name is taken by a cgroup nsresd did not make
+ * for ns. */
+int namespace_check_cgroup(Manager *m, const Namespace *ns, int fd, const CgroupInfo *info, bool create);
+/* Record, then make (create) and delegate: the same answers, and the path
+ * of the delegated leaf in *ret_path. */
+int namespace_add_cgroup(Manager *m, Namespace *ns, int fd, const CgroupInfo *info, bool create, char **ret_path);
+/* The name of the leaf made for ns with CREATE_CHILD. */
+void namespace_cgroup_leaf_name(const Namespace *ns, char *buf, size_t size);
 void emit_manager_counts(Manager *m);
 void manager_index_dirty(Manager *m);
 int manager_refresh_claims(Manager *m);
@@ -167,6 +206,11 @@ int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const c
  * and polkit allow it. mount_fd is duplicated. */
 int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace *ns, int mount_fd,
                             uint64_t mnt_id, bool unique, sd_bus_error *error);
+/* AddControlGroupToUserNamespace on an inspected cgroup: takes a cgroup
+ * slot of ns at once (the limit holds for calls in flight), and over
+ * *cgroup_fd and *info; the cgroup is checked once the caller is known. */
+int request_start_add_cgroup(Manager *m, sd_bus_message *message, Namespace *ns, int *cgroup_fd,
+                             CgroupInfo *info, bool create, sd_bus_error *error);
 /* Drop a request in flight without answering it (the service stops). */
 void request_abandon(Request *req);
 /* Kill and reap helpers still running: they may run on memory we own. */

@@ -11,6 +11,8 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -28,6 +30,7 @@
 #include "util.h"
 
 static_assert(NS_MOUNTS_MAX == RESTRICT_MAX_MOUNTS, "a namespace's mounts must fit the restriction's map");
+static_assert(NS_CGROUPS_MAX >= CONFIG_CONTROL_GROUPS_MAX, "MaxControlGroups= must fit a registry entry");
 
 uint64_t now_realtime_usec(void) {
         struct timespec ts;
@@ -147,6 +150,432 @@ int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique,
         return 1;
 }
 
+/* ---- control groups ----------------------------------------------------- */
+
+int manager_cgroup_mount(Manager *m, const CgroupMount **ret) {
+        int r;
+
+        if (m->cgroup_mount.fd < 0) {
+                r = cgroup_mount_find(&m->cgroup_mount);
+                if (r < 0)
+                        return r;
+                log_info("Control groups are delegated below the cgroup2 mount on '%s'", m->cgroup_mount.path);
+        }
+        *ret = &m->cgroup_mount;
+        return 0;
+}
+
+void namespace_cgroup_leaf_name(const Namespace *ns, char *buf, size_t size) {
+        snprintf(buf, size, "nsresd-%s", ns->e.name);
+}
+
+static const char *path_last(const char *path) {
+        const char *slash = strrchr(path, '/');
+
+        return slash ? slash + 1 : path;
+}
+
+/* The record a delegation of `info` to ns will have. */
+static int cgroup_record(const Namespace *ns, const CgroupInfo *info, bool create, NsCgroup *ret) {
+        char name[sizeof("nsresd-") + QUALIFIED_NAME_MAX];
+        char *path;
+
+        if (!create) {
+                path = strdup(info->path);
+                if (!path)
+                        return -ENOMEM;
+                *ret = (NsCgroup) { .id = info->id, .pending = true, .path = path };
+                return 0;
+        }
+        namespace_cgroup_leaf_name(ns, name, sizeof(name));
+        if (asprintf(&path, "%s/%s", strcmp(info->path, "/") == 0 ? "" : info->path, name) < 0)
+                return -ENOMEM;
+        /* Its id is known once it is made. */
+        *ret = (NsCgroup) { .parent_id = info->id, .created = true, .pending = true, .path = path };
+        return 0;
+}
+
+int namespace_check_cgroup(Manager *m, const Namespace *ns, int fd, const CgroupInfo *info, bool create) {
+        char name[sizeof("nsresd-") + QUALIFIED_NAME_MAX];
+        NsCgroup record;
+        uint64_t id;
+        bool valid;
+        int r;
+
+        r = cgroup_record(ns, info, create, &record);
+        if (r < 0)
+                return r;
+        valid = ns_cgroup_is_valid(&record);
+        free(record.path);
+        if (!valid)
+                return -EINVAL;
+
+        if (!create) {
+                if (hashmap_get_u64(m->cgroups, info->id))
+                        return -EALREADY;
+                /* The root always has members, and no cgroup.events to say so. */
+                if (info->id == m->cgroup_mount.root_id)
+                        return -ENOTEMPTY;
+                r = cgroup_is_empty_leaf(fd);
+                if (r < 0)
+                        return r;
+                return r > 0 ? 0 : -ENOTEMPTY;
+        }
+
+        namespace_cgroup_leaf_name(ns, name, sizeof(name));
+        r = cgroup_open_child(fd, name, NULL, &id, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        return hashmap_get_u64(m->cgroups, id) == ns ? -EALREADY : -EEXIST;
+}
+
+int namespace_add_cgroup(Manager *m, Namespace *ns, int fd, const CgroupInfo *info, bool create, char **ret_path) {
+        const CgroupLimits limits = {
+                .max_descendants = m->config.control_group_max_descendants,
+                .max_depth = m->config.control_group_max_depth,
+        };
+        _cleanup_close_ int leaf_fd = -EBADF;
+        _cleanup_free_ char *path = NULL;
+        NsCgroup record;
+        unsigned index;
+        int r;
+
+        assert(entry_is_transient(&ns->e));
+
+        r = namespace_check_cgroup(m, ns, fd, info, create);
+        if (r < 0)
+                return r;
+        if (ns->e.n_cgroups >= m->config.max_control_groups)
+                return -E2BIG;
+
+        r = cgroup_record(ns, info, create, &record);
+        if (r < 0)
+                return r;
+        path = record.path;
+        /* Recorded before anything is made or chowned: whenever the service
+         * dies from here on, the next start finds the record and completes
+         * the delegation (the namespace lives) or tears it down (it is gone). */
+        r = ns_entry_add_cgroup(&ns->e, &record);
+        if (r < 0)
+                return r;
+        index = ns->e.n_cgroups - 1;
+        r = registry_save(m->registry, &ns->e);
+        if (r < 0) {
+                ns_entry_remove_cgroup(&ns->e, index);
+                return r;
+        }
+        if (fault_matches(m->fault_kill_after_cgroup_record, ns->e.name)) {
+                log_notice("Fault injection: killing the daemon after recording control group '%s' of '%s'",
+                           path, ns->e.name);
+                raise(SIGKILL);
+        }
+
+        if (create) {
+                uint64_t id;
+
+                /* In the cgroup we verified, by its fd: never by a path. */
+                r = cgroup_make_leaf(fd, path_last(path), &leaf_fd, &id);
+                if (r < 0)
+                        goto fail;
+                if (fault_matches(m->fault_kill_after_cgroup_create, ns->e.name)) {
+                        log_notice("Fault injection: killing the daemon after making control group '%s' of '%s'",
+                                   path, ns->e.name);
+                        raise(SIGKILL);
+                }
+                ns->e.cgroups[index].id = id;
+                fd = leaf_fd;
+        }
+
+        r = cgroup_delegate(fd, ns->e.uid_start, ns->e.gid_start, &limits);
+        if (r < 0) {
+                unsigned removed;
+
+                if (create)
+                        (void) cgroup_remove_tree(fd, true, &removed);
+                else
+                        (void) cgroup_undelegate(fd, info->uid, info->gid, info->mode);
+                goto fail;
+        }
+
+        ns->e.cgroups[index].pending = false;
+        if (hashmap_put_u64(m->cgroups, ns->e.cgroups[index].id, ns) < 0)
+                log_warning("Out of memory indexing control group '%s' of '%s'", path, ns->e.name);
+        r = registry_save(m->registry, &ns->e);
+        if (r < 0)
+                /* The pending record stays and says the same: a restart completes it. */
+                log_warning_errno(r, "Failed to mark control group '%s' of '%s' delegated in the registry: %m",
+                                  path, ns->e.name);
+
+        log_info("Control group '%s' (id %" PRIu64 ") %s '%s': owned by %" PRIu32 ":%" PRIu32 " now",
+                 path, ns->e.cgroups[index].id, create ? "made for and delegated to" : "delegated to", ns->e.name,
+                 ns->e.uid_start, ns->e.gid_start);
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, ns->path, USERNS_IFACE, "ControlGroups", NULL);
+        *ret_path = TAKE_PTR(path);
+        return 0;
+
+fail:
+        ns_entry_remove_cgroup(&ns->e, index);
+        (void) registry_save(m->registry, &ns->e);
+        return r;
+}
+
+typedef struct CgroupRemoval {
+        uint64_t id;
+        unsigned tries;
+        char *path;
+        char owner[QUALIFIED_NAME_MAX + 1];
+} CgroupRemoval;
+
+static void cgroup_removal_free(CgroupRemoval *x) {
+        free(x->path);
+        free(x);
+}
+
+static int on_cgroup_removal_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void cgroup_removal_arm(Manager *m, unsigned tries) {
+        uint64_t delay = CGROUP_REMOVAL_MAX_USEC;
+        int r;
+
+        if (tries < 20 && (CGROUP_REMOVAL_FIRST_USEC << tries) < CGROUP_REMOVAL_MAX_USEC)
+                delay = CGROUP_REMOVAL_FIRST_USEC << tries;
+        if (!m->cgroup_removal_timer) {
+                r = sd_event_add_time_relative(m->event, &m->cgroup_removal_timer, CLOCK_MONOTONIC, delay,
+                                               RECHECK_ACCURACY_USEC, on_cgroup_removal_timer, m);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot retry removing control groups: %m");
+                return;
+        }
+        (void) sd_event_source_set_time_relative(m->cgroup_removal_timer, delay);
+        (void) sd_event_source_set_enabled(m->cgroup_removal_timer, SD_EVENT_ONESHOT);
+}
+
+/* 1 when it is gone (or will never be), 0 while its processes are leaving. */
+static int cgroup_removal_try(Manager *m, CgroupRemoval *x) {
+        _cleanup_close_ int fd = -EBADF;
+        const CgroupMount *mount;
+        unsigned removed = 0;
+        int r;
+
+        r = manager_cgroup_mount(m, &mount);
+        if (r >= 0)
+                r = cgroup_open_id(mount, x->id, &fd);
+        if (r == -ESTALE) {
+                log_info("Control group '%s' of '%s' is gone", x->path, x->owner);
+                return 1;
+        }
+        if (r >= 0)
+                r = cgroup_remove_tree(fd, !m->fault_no_cgroup_kill, &removed);
+        if (r == -EBUSY)
+                return 0;
+        if (r < 0) {
+                log_warning_errno(r, "Failed to remove control group '%s' of '%s', leaving it (owned by root): %m",
+                                  x->path, x->owner);
+                return 1;
+        }
+        log_info("Removed control group '%s' of '%s' once its processes had left (cgroups removed: %u)",
+                 x->path, x->owner, removed);
+        return 1;
+}
+
+static int on_cgroup_removal_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ CgroupRemoval **list = NULL;
+        size_t n = 0, state = 0;
+        unsigned fewest = UINT_MAX;
+        void *v;
+
+        (void) s;
+        (void) usec;
+
+        list = calloc(hashmap_size(m->cgroup_removals) + 1, sizeof(CgroupRemoval *));
+        if (!list) {
+                cgroup_removal_arm(m, CGROUP_REMOVAL_TRIES);
+                return 0;
+        }
+        while (hashmap_iterate(m->cgroup_removals, &state, &v))
+                list[n++] = v;
+        for (size_t i = 0; i < n; i++) {
+                CgroupRemoval *x = list[i];
+
+                if (cgroup_removal_try(m, x) == 0 && ++x->tries < CGROUP_REMOVAL_TRIES) {
+                        fewest = x->tries < fewest ? x->tries : fewest;
+                        continue;
+                }
+                if (x->tries >= CGROUP_REMOVAL_TRIES)
+                        log_warning("Control group '%s' of '%s' still has processes that do not exit after SIGKILL; "
+                                    "leaving it, owned by root", x->path, x->owner);
+                hashmap_remove_u64(m->cgroup_removals, x->id);
+                cgroup_removal_free(x);
+        }
+        if (hashmap_size(m->cgroup_removals) > 0)
+                cgroup_removal_arm(m, fewest);
+        return 0;
+}
+
+static void cgroup_removal_queue(Manager *m, uint64_t id, const char *path, const char *owner) {
+        CgroupRemoval *x;
+
+        if (hashmap_get_u64(m->cgroup_removals, id))
+                return;
+        x = calloc(1, sizeof(*x));
+        if (x)
+                x->path = strdup(path);
+        if (!x || !x->path || hashmap_put_u64(m->cgroup_removals, id, x) < 0) {
+                if (x)
+                        cgroup_removal_free(x);
+                log_warning("Out of memory: control group '%s' of '%s' is left behind, owned by root", path, owner);
+                return;
+        }
+        x->id = id;
+        snprintf(x->owner, sizeof(x->owner), "%s", owner);
+        cgroup_removal_arm(m, 0);
+}
+
+/* A CREATE_CHILD leaf whose id was not recorded yet (a crash right after
+ * making it): found by its name in its parent, and taken only if nsresd
+ * made it (root's) or delegated it (the namespace's). 0 if there is none. */
+static int open_unrecorded_leaf(Manager *m, const CgroupMount *mount, const NsEntry *e, const NsCgroup *c,
+                                int *ret_fd, uint64_t *ret_id) {
+        _cleanup_close_ int parent = -EBADF, fd = -EBADF;
+        uint64_t id;
+        uid_t uid;
+        int r;
+
+        r = cgroup_open_id(mount, c->parent_id, &parent);
+        if (r == -ESTALE)
+                return 0;
+        if (r >= 0)
+                r = cgroup_open_child(parent, path_last(c->path), &fd, &id, &uid);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if ((uid != 0 && uid != e->uid_start) || hashmap_get_u64(m->cgroups, id)) {
+                log_notice("Control group '%s' was not made by nsresd for '%s', leaving it alone", c->path, e->name);
+                return 0;
+        }
+        *ret_fd = TAKE_FD(fd);
+        *ret_id = id;
+        return 1;
+}
+
+/* Kill what is left in a delegated cgroup and remove it, the leaf itself
+ * included: as-is leaves too. Such a leaf was empty when it was handed
+ * over, everything in it since is the namespace's, and its directory is
+ * owned by the namespace's first ids, which are handed out again now; so
+ * it must not stay, and giving it back would mean restoring an owner,
+ * modes and limits that may have changed meanwhile. Its owner can make it
+ * again where it could before. Nothing above the leaf is touched. */
+static void namespace_remove_cgroup(Manager *m, const NsEntry *e, const NsCgroup *c) {
+        _cleanup_close_ int fd = -EBADF;
+        const CgroupMount *mount;
+        uint64_t id = c->id;
+        unsigned removed = 0;
+        int r;
+
+        r = manager_cgroup_mount(m, &mount);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot remove control group '%s' of '%s' without a cgroup2 mount: %m",
+                                  c->path, e->name);
+                return;
+        }
+        if (id == 0) {
+                r = open_unrecorded_leaf(m, mount, e, c, &fd, &id);
+                if (r == 0) {
+                        log_info("Control group '%s' of '%s' was never made", c->path, e->name);
+                        return;
+                }
+        } else
+                r = cgroup_open_id(mount, id, &fd);
+        if (r == -ESTALE) {
+                log_info("Control group '%s' of '%s' is gone already", c->path, e->name);
+                return;
+        }
+        if (r < 0) {
+                log_warning_errno(r, "Cannot open control group '%s' (id %" PRIu64 ") of '%s', leaving it: %m",
+                                  c->path, id, e->name);
+                return;
+        }
+
+        r = cgroup_remove_tree(fd, !m->fault_no_cgroup_kill, &removed);
+        if (r >= 0) {
+                log_info("Removed control group '%s' of '%s' (cgroups removed: %u)", c->path, e->name, removed);
+                return;
+        }
+        if (r != -EBUSY) {
+                log_warning_errno(r, "Failed to remove control group '%s' of '%s': %m", c->path, e->name);
+                /* What stays must not stay writable by the range. */
+                (void) cgroup_disown_tree(fd);
+                return;
+        }
+        /* Killed processes are still leaving. Their cgroups wait for them,
+         * owned by root from now on. */
+        r = cgroup_disown_tree(fd);
+        if (r < 0)
+                log_warning_errno(r, "Failed to make root the owner of what is left of control group '%s' of '%s': %m",
+                                  c->path, e->name);
+        cgroup_removal_queue(m, id, c->path, e->name);
+}
+
+static void namespace_remove_cgroups(Manager *m, Namespace *ns) {
+        for (unsigned i = 0; i < ns->e.n_cgroups; i++) {
+                const NsCgroup *c = &ns->e.cgroups[i];
+
+                if (c->id != 0 && hashmap_get_u64(m->cgroups, c->id) == ns)
+                        hashmap_remove_u64(m->cgroups, c->id);
+                namespace_remove_cgroup(m, &ns->e, c);
+        }
+}
+
+/* A delegation the service died in the middle of, in a namespace that
+ * lives: the call got no answer, but the record says the cgroup is the
+ * namespace's, so it is completed (delegating is idempotent). Returns 1 if
+ * it was, 0 if the record is to be dropped (nothing was made, or it is
+ * gone), negative to keep it pending. */
+static int finish_pending_cgroup(Manager *m, Namespace *ns, NsCgroup *c) {
+        const CgroupLimits limits = {
+                .max_descendants = m->config.control_group_max_descendants,
+                .max_depth = m->config.control_group_max_depth,
+        };
+        _cleanup_close_ int fd = -EBADF;
+        const CgroupMount *mount;
+        uint64_t id = c->id;
+        int r;
+
+        r = manager_cgroup_mount(m, &mount);
+        if (r < 0)
+                return log_warning_errno(r, "Cannot complete the delegation of control group '%s' to '%s' "
+                                         "without a cgroup2 mount: %m", c->path, ns->e.name);
+        if (id == 0) {
+                r = open_unrecorded_leaf(m, mount, &ns->e, c, &fd, &id);
+                if (r == 0)
+                        return 0;
+        } else
+                r = cgroup_open_id(mount, id, &fd);
+        if (r == -ESTALE)
+                return 0;
+        if (r < 0)
+                return log_warning_errno(r, "Cannot open control group '%s' of '%s' to complete its delegation: %m",
+                                         c->path, ns->e.name);
+        if (hashmap_get_u64(m->cgroups, id) && hashmap_get_u64(m->cgroups, id) != ns)
+                return 0;
+
+        r = cgroup_delegate(fd, ns->e.uid_start, ns->e.gid_start, &limits);
+        if (r < 0)
+                return log_warning_errno(r, "Failed to complete the delegation of control group '%s' to '%s': %m",
+                                         c->path, ns->e.name);
+        c->id = id;
+        c->pending = false;
+        if (hashmap_put_u64(m->cgroups, id, ns) < 0)
+                log_warning("Out of memory indexing control group '%s' of '%s'", c->path, ns->e.name);
+        log_notice("Interrupted delegation of control group '%s' to '%s' completed", c->path, ns->e.name);
+        return 1;
+}
+
 int namespace_index(Manager *m, Namespace *ns) {
         int r;
 
@@ -194,6 +623,8 @@ static void namespace_release(Manager *m, Namespace *ns, const char *why) {
 
         namespace_unindex(m, ns);
         hashmap_remove_u64(m->suspects, ns->e.id);
+        /* Before the range is free again: their directories are its ids'. */
+        namespace_remove_cgroups(m, ns);
         if (m->tracker)
                 (void) tracker_remove(m->tracker, ns->e.id);
         /* Proven dead (or never mapped): nothing can write with its ids any more. */
@@ -465,6 +896,17 @@ static void on_registry_entry(const NsEntry *e, void *userdata) {
                 log_error("Out of memory loading '%s'", e->name);
                 return;
         }
+        for (unsigned i = 0; i < ns->e.n_cgroups; i++) {
+                const NsCgroup *c = &ns->e.cgroups[i];
+
+                if (c->id == 0 || c->pending)
+                        continue;
+                if (hashmap_get_u64(m->cgroups, c->id))
+                        log_error("Control group '%s' of '%s' is recorded for another namespace as well",
+                                  c->path, e->name);
+                else if (hashmap_put_u64(m->cgroups, c->id, ns) < 0)
+                        log_error("Out of memory indexing control group '%s' of '%s'", c->path, e->name);
+        }
         /* Counted even past the limit (it may have been lowered): these exist. */
         if (allocator_owner_charge_force(m->allocator, e->owner) < 0)
                 log_error("Out of memory counting '%s' for its owner", e->name);
@@ -546,6 +988,43 @@ static void finish_pending(Manager *m) {
                 r = registry_save(m->registry, &ns->e);
                 if (r < 0)
                         log_warning_errno(r, "Failed to complete registry entry '%s': %m", ns->e.name);
+        }
+}
+
+/* Runs after the sweep: every namespace left lives. */
+static void finish_pending_cgroups(Manager *m) {
+        _cleanup_free_ Namespace **list = NULL;
+        size_t n;
+
+        if (collect_namespaces(m, &list, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                Namespace *ns = list[i];
+                bool changed = false;
+                int r;
+
+                for (unsigned k = 0; k < ns->e.n_cgroups;) {
+                        NsCgroup *c = &ns->e.cgroups[k];
+
+                        if (!c->pending) {
+                                k++;
+                                continue;
+                        }
+                        r = finish_pending_cgroup(m, ns, c);
+                        if (r == 0) {
+                                log_notice("Dropping the record of control group '%s' of '%s': the delegation "
+                                           "was interrupted before anything was made, or it is gone",
+                                           c->path, ns->e.name);
+                                ns_entry_remove_cgroup(&ns->e, k);
+                        } else
+                                k++;
+                        changed = changed || r >= 0;
+                }
+                if (!changed)
+                        continue;
+                r = registry_save(m->registry, &ns->e);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to update the registry entry of '%s': %m", ns->e.name);
         }
 }
 
@@ -685,8 +1164,14 @@ static void parse_faults(Manager *m) {
                         m->fault_kill_after_map = strdup(t + 15);
                 else if (strncmp(t, "helper-stop:", 12) == 0)
                         m->fault_helper_stop = strdup(t + 12);
+                else if (strncmp(t, "kill-after-cgroup-record:", 25) == 0)
+                        m->fault_kill_after_cgroup_record = strdup(t + 25);
+                else if (strncmp(t, "kill-after-cgroup-create:", 25) == 0)
+                        m->fault_kill_after_cgroup_create = strdup(t + 25);
                 else if (strcmp(t, "no-bpf") == 0)
                         m->fault_no_bpf = true;
+                else if (strcmp(t, "no-cgroup-kill") == 0)
+                        m->fault_no_cgroup_kill = true;
                 else
                         log_warning("Unknown fault '%s' in NSRESD_FAULT", t);
         }
@@ -731,6 +1216,7 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->event = sd_event_ref(event);
         m->config = *config;
         m->nsfs_fd = -1;
+        m->cgroup_mount.fd = -EBADF;
         m->state_dir = strdup(paths->state_dir);
         m->bpf_dir = strdup(paths->bpf_dir);
         m->by_id = hashmap_new_u64();
@@ -744,8 +1230,10 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->helpers = hashmap_new_u64();
         m->suspects = hashmap_new_u64();
         m->identifying = hashmap_new_string();
+        m->cgroups = hashmap_new_u64();
+        m->cgroup_removals = hashmap_new_u64();
         if (!m->helpers || !m->suspects || !m->identifying || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
-            !m->pending_ids || !m->pending_names || !m->requests_per_caller) {
+            !m->pending_ids || !m->pending_names || !m->requests_per_caller || !m->cgroups || !m->cgroup_removals) {
                 manager_free(m);
                 return -ENOMEM;
         }
@@ -783,6 +1271,15 @@ int manager_start(Manager *m) {
         r = manager_refresh_claims(m);
         if (r < 0)
                 return r;
+
+        {
+                const CgroupMount *mount;
+
+                /* Without one there is nothing to delegate; it is looked for again on demand. */
+                r = manager_cgroup_mount(m, &mount);
+                if (r < 0)
+                        log_info("No cgroup2 mount found: control groups cannot be delegated until one is mounted");
+        }
 
         manager_choose_helper_mode(m);
 
@@ -857,6 +1354,7 @@ int manager_start(Manager *m) {
         finish_pending(m);
         /* Every entry is proven alive or dead now, events or not. */
         manager_sweep(m, "namespace destroyed while the service was down");
+        finish_pending_cgroups(m);
 
         r = sd_event_add_time_relative(m->event, &m->sweep_timer, CLOCK_MONOTONIC,
                                        m->tracker ? BACKSTOP_SWEEP_USEC : POLL_INTERVAL_USEC, TIMER_ACCURACY_USEC,
@@ -912,11 +1410,23 @@ Manager *manager_free(Manager *m) {
         }
         manager_reap_helpers(m);
 
+        /* One last try for cgroups whose processes were still leaving. */
+        state = 0;
+        while (hashmap_iterate(m->cgroup_removals, &state, &v)) {
+                CgroupRemoval *x = v;
+
+                if (cgroup_removal_try(m, x) == 0)
+                        log_warning("Control group '%s' of '%s' still has processes after SIGKILL; leaving it, "
+                                    "owned by root", x->path, x->owner);
+                cgroup_removal_free(x);
+        }
+
         sd_event_source_disable_unref(m->sweep_timer);
         sd_event_source_disable_unref(m->recheck_timer);
         sd_event_source_disable_unref(m->claims_timer);
         sd_event_source_disable_unref(m->claims_watch);
         sd_event_source_disable_unref(m->index_timer);
+        sd_event_source_disable_unref(m->cgroup_removal_timer);
         sd_bus_slot_unref(m->manager_slot);
         sd_bus_slot_unref(m->userns_slot);
         sd_bus_slot_unref(m->enumerator_slot);
@@ -940,6 +1450,9 @@ Manager *manager_free(Manager *m) {
         hashmap_free(m->helpers);
         hashmap_free(m->suspects);
         hashmap_free(m->identifying);
+        hashmap_free(m->cgroups);
+        hashmap_free(m->cgroup_removals);
+        cgroup_mount_done(&m->cgroup_mount);
         caller_uids_clear(m);
         if (m->nsfs_fd >= 0)
                 close(m->nsfs_fd);
@@ -947,6 +1460,8 @@ Manager *manager_free(Manager *m) {
         free(m->bpf_dir);
         free(m->fault_kill_after_map);
         free(m->fault_helper_stop);
+        free(m->fault_kill_after_cgroup_record);
+        free(m->fault_kill_after_cgroup_create);
         sd_event_unref(m->event);
         free(m);
         return NULL;

@@ -24,8 +24,11 @@
 #define ENTRY_SUFFIX ".json"
 
 /* An entry is well under 1 KiB, plus at most 23 bytes for each of
- * NS_MOUNTS_MAX mounts; anything larger was not written by us. */
-#define ENTRY_FILE_MAX (64u * 1024u)
+ * NS_MOUNTS_MAX mounts and at most 2 * NS_CGROUP_PATH_MAX + 128 bytes for
+ * each of NS_CGROUPS_MAX cgroups (a path has no control characters, so
+ * only '"' and '\\' grow when escaped): about 2.1 MiB. Anything larger
+ * was not written by us. */
+#define ENTRY_FILE_MAX (4u * 1024u * 1024u)
 
 /* "<u64>-<u32>-<u32>.json.tmp" */
 #define ENTRY_FILE_NAME_MAX (20 + 1 + 10 + 1 + 10 + sizeof(ENTRY_SUFFIX TMP_SUFFIX))
@@ -60,14 +63,24 @@ NsKind ns_kind_from_string(const char *s) {
         return (NsKind) -1;
 }
 
+static void cgroups_free(NsCgroup *cgroups, unsigned n) {
+        for (unsigned i = 0; i < n; i++)
+                free(cgroups[i].path);
+        free(cgroups);
+}
+
 void ns_entry_done(NsEntry *e) {
         free(e->mounts);
         e->mounts = NULL;
         e->n_mounts = 0;
+        cgroups_free(e->cgroups, e->n_cgroups);
+        e->cgroups = NULL;
+        e->n_cgroups = 0;
 }
 
 int ns_entry_copy(NsEntry *dst, const NsEntry *src) {
-        uint64_t *mounts = NULL;
+        _cleanup_free_ uint64_t *mounts = NULL;
+        NsCgroup *cgroups = NULL;
 
         if (src->n_mounts > 0) {
                 mounts = malloc(src->n_mounts * sizeof(uint64_t));
@@ -75,8 +88,22 @@ int ns_entry_copy(NsEntry *dst, const NsEntry *src) {
                         return -ENOMEM;
                 memcpy(mounts, src->mounts, src->n_mounts * sizeof(uint64_t));
         }
+        if (src->n_cgroups > 0) {
+                cgroups = calloc(src->n_cgroups, sizeof(NsCgroup));
+                if (!cgroups)
+                        return -ENOMEM;
+                for (unsigned i = 0; i < src->n_cgroups; i++) {
+                        cgroups[i] = src->cgroups[i];
+                        cgroups[i].path = strdup(src->cgroups[i].path);
+                        if (!cgroups[i].path) {
+                                cgroups_free(cgroups, i);
+                                return -ENOMEM;
+                        }
+                }
+        }
         *dst = *src;
-        dst->mounts = mounts;
+        dst->mounts = TAKE_PTR(mounts);
+        dst->cgroups = cgroups;
         return 0;
 }
 
@@ -98,6 +125,115 @@ int ns_entry_add_mount(NsEntry *e, uint64_t mnt_id) {
         p[e->n_mounts++] = mnt_id;
         e->mounts = p;
         return 0;
+}
+
+/* The last part of a cgroup path: what a leaf is called in its parent. */
+static const char *path_last(const char *path) {
+        const char *slash = strrchr(path, '/');
+
+        return slash ? slash + 1 : path;
+}
+
+/* Well-formed UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static bool utf8_valid(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                unsigned n, cp;
+
+                if (*p < 0x80) {
+                        p++;
+                        continue;
+                }
+                if (*p >= 0xc2 && *p <= 0xdf)
+                        n = 1, cp = *p & 0x1f;
+                else if (*p >= 0xe0 && *p <= 0xef)
+                        n = 2, cp = *p & 0x0f;
+                else if (*p >= 0xf0 && *p <= 0xf4)
+                        n = 3, cp = *p & 0x07;
+                else
+                        return false;
+                for (unsigned i = 1; i <= n; i++) {
+                        if ((p[i] & 0xc0) != 0x80)
+                                return false;
+                        cp = cp << 6 | (p[i] & 0x3f);
+                }
+                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+                    (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                p += n + 1;
+        }
+        return true;
+}
+
+bool ns_cgroup_path_is_valid(const char *path) {
+        size_t len;
+
+        if (!path || path[0] != '/')
+                return false;
+        len = strlen(path);
+        if (len > NS_CGROUP_PATH_MAX)
+                return false;
+        /* Control characters would grow sixfold when escaped, and no
+         * cgroup worth delegating has them in its name. */
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char) path[i] < 0x20 || path[i] == 0x7f)
+                        return false;
+        /* It goes out on D-Bus, whose strings are UTF-8. */
+        return utf8_valid(path);
+}
+
+bool ns_cgroup_is_valid(const NsCgroup *c) {
+        const char *last;
+
+        if (!ns_cgroup_path_is_valid(c->path))
+                return false;
+        last = path_last(c->path);
+        if (c->id == 0)
+                /* Found again by its name under its parent after a crash. */
+                return c->created && c->pending && c->parent_id != 0 && last[0] != '\0' &&
+                       strcmp(last, ".") != 0 && strcmp(last, "..") != 0;
+        return !c->created || c->parent_id != 0;
+}
+
+int ns_entry_find_cgroup(const NsEntry *e, uint64_t id) {
+        if (id == 0)
+                return -1;
+        for (unsigned i = 0; i < e->n_cgroups; i++)
+                if (e->cgroups[i].id == id)
+                        return (int) i;
+        return -1;
+}
+
+int ns_entry_add_cgroup(NsEntry *e, const NsCgroup *c) {
+        NsCgroup *p;
+        char *path;
+
+        if (!ns_cgroup_is_valid(c))
+                return -EINVAL;
+        if (e->n_cgroups >= NS_CGROUPS_MAX)
+                return -E2BIG;
+        path = strdup(c->path);
+        if (!path)
+                return -ENOMEM;
+        p = realloc(e->cgroups, (e->n_cgroups + 1) * sizeof(NsCgroup));
+        if (!p) {
+                free(path);
+                return -ENOMEM;
+        }
+        p[e->n_cgroups] = *c;
+        p[e->n_cgroups].path = path;
+        e->cgroups = p;
+        e->n_cgroups++;
+        return 0;
+}
+
+void ns_entry_remove_cgroup(NsEntry *e, unsigned index) {
+        if (index >= e->n_cgroups)
+                return;
+        free(e->cgroups[index].path);
+        memmove(e->cgroups + index, e->cgroups + index + 1, (e->n_cgroups - index - 1) * sizeof(NsCgroup));
+        e->n_cgroups--;
 }
 
 static bool name_chars_valid(const char *s) {
@@ -167,17 +303,41 @@ static struct json_object *new_u64_string(uint64_t v) {
         return json_object_new_string(buf);
 }
 
+static int add_cgroup(struct json_object *array, const NsCgroup *c) {
+        struct json_object *o = json_object_new_object();
+        int r;
+
+        if (!o || json_object_array_add(array, o) < 0) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        r = add_field(o, "id", new_u64_string(c->id));
+        if (r >= 0)
+                r = add_field(o, "parent", new_u64_string(c->parent_id));
+        if (r >= 0)
+                r = add_field(o, "path", json_object_new_string(c->path));
+        if (r >= 0)
+                r = add_field(o, "created", json_object_new_boolean(c->created));
+        if (r >= 0)
+                r = add_field(o, "pending", json_object_new_boolean(c->pending));
+        return r;
+}
+
 int registry_entry_to_json(const NsEntry *e, char **ret) {
         static const char hex[] = "0123456789abcdef";
         char handle_hex[2 * NS_HANDLE_MAX + 1];
-        struct json_object *root, *mounts;
+        struct json_object *root, *mounts, *cgroups;
         const char *kind, *text;
         char *s = NULL;
         int r = 0;
 
         kind = ns_kind_to_string(e->kind);
-        if (!kind || e->handle_len > NS_HANDLE_MAX || !name_chars_valid(e->name) || e->n_mounts > NS_MOUNTS_MAX)
+        if (!kind || e->handle_len > NS_HANDLE_MAX || !name_chars_valid(e->name) || e->n_mounts > NS_MOUNTS_MAX ||
+            e->n_cgroups > NS_CGROUPS_MAX)
                 return -EINVAL;
+        for (unsigned i = 0; i < e->n_cgroups; i++)
+                if (!ns_cgroup_is_valid(&e->cgroups[i]))
+                        return -EINVAL;
 
         for (unsigned i = 0; i < e->handle_len; i++) {
                 handle_hex[2 * i] = hex[e->handle[i] >> 4];
@@ -234,6 +394,13 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
                                 r = -ENOMEM;
                         }
                 }
+        }
+
+        if (r >= 0) {
+                cgroups = json_object_new_array_ext((int) e->n_cgroups);
+                r = add_field(root, "cgroups", cgroups);
+                for (unsigned i = 0; r >= 0 && i < e->n_cgroups; i++)
+                        r = add_cgroup(cgroups, &e->cgroups[i]);
         }
 
         if (r >= 0) {
@@ -340,6 +507,63 @@ static int get_mounts(struct json_object *root, uint64_t **ret, unsigned *ret_n)
         return 0;
 }
 
+static int get_cgroup(struct json_object *o, NsCgroup *ret) {
+        struct json_object *path;
+
+        if (!json_object_is_type(o, json_type_object) ||
+            get_u64_string(o, "id", &ret->id) < 0 ||
+            get_u64_string(o, "parent", &ret->parent_id) < 0 ||
+            get_bool(o, "created", &ret->created) < 0 ||
+            get_bool(o, "pending", &ret->pending) < 0)
+                return -EBADMSG;
+        path = get_typed(o, "path", json_type_string);
+        /* A NUL inside would cut the path short. */
+        if (!path || strlen(json_object_get_string(path)) != (size_t) json_object_get_string_len(path))
+                return -EBADMSG;
+        ret->path = strdup(json_object_get_string(path));
+        if (!ret->path)
+                return -ENOMEM;
+        return ns_cgroup_is_valid(ret) ? 0 : -EBADMSG;
+}
+
+/* Optional, like "mounts". */
+static int get_cgroups(struct json_object *root, NsCgroup **ret, unsigned *ret_n) {
+        NsCgroup *cgroups = NULL;
+        struct json_object *o;
+        size_t n;
+        int r = 0;
+
+        if (!json_object_object_get_ex(root, "cgroups", &o)) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        if (!json_object_is_type(o, json_type_array))
+                return -EBADMSG;
+        n = json_object_array_length(o);
+        if (n > NS_CGROUPS_MAX)
+                return -EBADMSG;
+        if (n > 0) {
+                cgroups = calloc(n, sizeof(NsCgroup));
+                if (!cgroups)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                r = get_cgroup(json_object_array_get_idx(o, i), &cgroups[i]);
+                /* One cgroup, one record. */
+                for (size_t j = 0; r >= 0 && j < i; j++)
+                        if (cgroups[i].id != 0 && cgroups[j].id == cgroups[i].id)
+                                r = -EBADMSG;
+        }
+        if (r < 0) {
+                cgroups_free(cgroups, (unsigned) n);
+                return r;
+        }
+        *ret = cgroups;
+        *ret_n = (unsigned) n;
+        return 0;
+}
+
 static int entry_from_object(struct json_object *root, NsEntry *ret) {
         struct json_object *o;
         const char *s;
@@ -416,10 +640,15 @@ static int entry_from_object(struct json_object *root, NsEntry *ret) {
         }
         e.handle_len = (unsigned) (len / 2);
 
-        /* Last: nothing before this allocates, so nothing leaks on the way out. */
+        /* Last: nothing before these allocates, so nothing leaks on the way out. */
         r = get_mounts(root, &e.mounts, &e.n_mounts);
         if (r < 0)
                 return r;
+        r = get_cgroups(root, &e.cgroups, &e.n_cgroups);
+        if (r < 0) {
+                free(e.mounts);
+                return r;
+        }
 
         *ret = e;
         return 0;

@@ -27,12 +27,29 @@
  * per-namespace map holds (RESTRICT_MAX_MOUNTS). */
 #define NS_MOUNTS_MAX 1024u
 
+/* Control groups one namespace can be given, whatever MaxControlGroups=
+ * says (CONFIG_CONTROL_GROUPS_MAX), and the longest path recorded for one:
+ * together they bound the size of a registry file. */
+#define NS_CGROUPS_MAX 256u
+#define NS_CGROUP_PATH_MAX 4095u
+
 typedef enum NsKind {
         NS_KIND_TRANSIENT,
         NS_KIND_SELF,
         NS_KIND_REGISTERED,
         _NS_KIND_MAX,
 } NsKind;
+
+/* A control group delegated with AddControlGroupToUserNamespace. It is
+ * recorded (pending) before anything is created or chowned, so that a crash
+ * at any point leaves a record the next start can finish or undo. */
+typedef struct NsCgroup {
+        uint64_t id;            /* cgroup id (its kernfs node id); 0 while a CREATE_CHILD leaf is being made */
+        uint64_t parent_id;     /* CREATE_CHILD: the caller's cgroup the leaf is made in; else 0 */
+        bool created;           /* made by nsresd (CREATE_CHILD), not handed over as it was */
+        bool pending;           /* recorded, not delegated yet */
+        char *path;             /* relative to the cgroup2 mount, "/..."; the leaf's name is its last part */
+} NsCgroup;
 
 typedef struct NsEntry {
         uint64_t id;            /* NS_GET_ID: the key everywhere */
@@ -52,11 +69,14 @@ typedef struct NsEntry {
         int handle_type;        /* nsfs file handle, for liveness checks */
         unsigned handle_len;
         uint8_t handle[NS_HANDLE_MAX];
-        /* Mounts delegated with AddMountToUserNamespace, by unique mount id.
-         * The only part on the heap: an entry that has any is released with
+        /* Mounts delegated with AddMountToUserNamespace, by unique mount id,
+         * and control groups delegated with AddControlGroupToUserNamespace.
+         * The only parts on the heap: an entry that has any is released with
          * ns_entry_done() and duplicated with ns_entry_copy(). */
         uint64_t *mounts;
         unsigned n_mounts;
+        NsCgroup *cgroups;
+        unsigned n_cgroups;
 } NsEntry;
 
 const char *ns_kind_to_string(NsKind k);
@@ -67,10 +87,23 @@ int ns_entry_copy(NsEntry *dst, const NsEntry *src);
 bool ns_entry_has_mount(const NsEntry *e, uint64_t mnt_id);
 /* -E2BIG past NS_MOUNTS_MAX; the caller checks for duplicates. */
 int ns_entry_add_mount(NsEntry *e, uint64_t mnt_id);
+/* Appends a copy of *c (path included): -E2BIG past NS_CGROUPS_MAX,
+ * -EINVAL for a record registry_entry_to_json() would refuse. */
+int ns_entry_add_cgroup(NsEntry *e, const NsCgroup *c);
+void ns_entry_remove_cgroup(NsEntry *e, unsigned index);
+/* The index of the cgroup with this (non-zero) id, or -1. */
+int ns_entry_find_cgroup(const NsEntry *e, uint64_t id);
+/* A path that can be recorded (and sent on D-Bus): NS_CGROUP_PATH_MAX bytes
+ * at most, starting with '/', valid UTF-8 without control characters. */
+bool ns_cgroup_path_is_valid(const char *path);
+/* What a record must look like to be written and read back: such a path,
+ * whose last part names a directory; an unknown id only for a pending
+ * CREATE_CHILD leaf, which always has a parent. */
+bool ns_cgroup_is_valid(const NsCgroup *c);
 
 /* Serialisation, pure. from_json() returns -EBADMSG for anything malformed,
- * missing or out of range; it never half-fills *ret. "mounts" may be missing
- * (entries written before mounts could be delegated). */
+ * missing or out of range; it never half-fills *ret. "mounts" and "cgroups"
+ * may be missing (entries written before they could be delegated). */
 int registry_entry_to_json(const NsEntry *e, char **ret);
 int registry_entry_from_json(const char *text, NsEntry *ret);
 

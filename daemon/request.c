@@ -8,8 +8,9 @@
  * write the maps, publish. Everything is asynchronous; every step before a
  * map is written rolls back.
  *
- * AddMountToUserNamespace takes the same way through the caller's uid and
- * polkit, and then hands the mount to its (published) namespace.
+ * AddMountToUserNamespace and AddControlGroupToUserNamespace take the same
+ * way through the caller's uid and polkit, and then hand the mount or the
+ * cgroup to its (published) namespace.
  */
 
 #include <errno.h>
@@ -57,6 +58,13 @@ struct Request {
         bool mnt_unique;
         int mount_fd;
 
+        /* REQUEST_ADD_CGROUP: the namespace is entry.id; cgroup_fd is ours,
+         * opened through the cgroup2 mount. */
+        int cgroup_fd;
+        CgroupInfo cgroup;
+        bool cgroup_create;
+        bool cgroup_slot;       /* holds one of the namespace's cgroup slots */
+
         /* Waiting for, or holding, a slot of an outgoing call queue. */
         struct CallQueue *queue;
         void (*bus_call)(struct Request *req);
@@ -84,6 +92,7 @@ static const char *const kind_action[] = {
         [REQUEST_ALLOCATE] = NSRESD_ACTION_PREFIX "allocate-user-range",
         [REQUEST_REGISTER] = NSRESD_ACTION_PREFIX "register-user-namespace",
         [REQUEST_ADD_MOUNT] = NSRESD_ACTION_PREFIX "delegate-mount",
+        [REQUEST_ADD_CGROUP] = NSRESD_ACTION_PREFIX "delegate-cgroup",
 };
 
 /* ---- caller request counting ------------------------------------------- */
@@ -218,6 +227,13 @@ static Request *request_free(Request *req) {
                 hashmap_remove_string(m->pending_names, req->entry.name);
         if (req->id_reserved)
                 hashmap_remove_u64(m->pending_ids, req->info.id);
+        if (req->cgroup_slot) {
+                Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+
+                /* Gone meanwhile: its slots went with it. */
+                if (ns)
+                        ns->cgroups_reserved--;
+        }
         if (req->counted_for_caller)
                 (void) caller_requests_add(m, req->caller, -1);
         m->n_requests--;
@@ -238,6 +254,9 @@ static Request *request_free(Request *req) {
                 close(req->userns_fd);
         if (req->mount_fd >= 0)
                 close(req->mount_fd);
+        if (req->cgroup_fd >= 0)
+                close(req->cgroup_fd);
+        cgroup_info_done(&req->cgroup);
         sd_bus_message_unref(req->message);
         free(req);
         return NULL;
@@ -331,10 +350,6 @@ static void request_complete(Request *req, int failure) {
         emit_manager_counts(m);
         manager_index_dirty(m);
         request_free(req);
-}
-
-static bool fault_matches(const char *fault, const char *name) {
-        return fault && strcmp(fault, name) == 0;
 }
 
 static int format_maps(const Request *req, char *uid_map, char *gid_map, size_t size) {
@@ -594,6 +609,78 @@ static void request_commit_mount(Request *req) {
         request_free(req);
 }
 
+/* The answer to what namespace_check_cgroup() and namespace_add_cgroup()
+ * return, in words the caller can act on. */
+static int set_cgroup_error(Manager *m, sd_bus_error *error, int r, const Namespace *ns, const CgroupInfo *info,
+                            bool create) {
+        char leaf[sizeof("nsresd-") + QUALIFIED_NAME_MAX];
+
+        namespace_cgroup_leaf_name(ns, leaf, sizeof(leaf));
+        switch (r) {
+        case -EALREADY:
+                if (create)
+                        return sd_bus_error_setf(error, ERROR_PREFIX "ControlGroupAlreadyAdded",
+                                                 "User namespace '%s' has its control group '%s' in '%s' already",
+                                                 ns->e.name, leaf, info->path);
+                return sd_bus_error_setf(error, ERROR_PREFIX "ControlGroupAlreadyAdded",
+                                         "The control group '%s' is delegated to a user namespace already", info->path);
+        case -ENOTEMPTY:
+                return sd_bus_error_setf(error, ERROR_PREFIX "ControlGroupNotEmpty",
+                                         "The control group '%s' is not an empty leaf: it has processes or child groups. "
+                                         "Pass an empty one, or set the CREATE_CHILD flag to have a new leaf made in it",
+                                         info->path);
+        case -EEXIST:
+                return sd_bus_error_setf(error, SD_BUS_ERROR_FILE_EXISTS,
+                                         "A control group '%s' exists in '%s' already, and nsresd did not make it for "
+                                         "user namespace '%s': remove it, or delegate another one",
+                                         leaf, info->path, ns->e.name);
+        case -E2BIG:
+                return sd_bus_error_setf(error, ERROR_PREFIX "TooManyControlGroups",
+                                         "User namespace '%s' has %u control groups (delegated, or being delegated) "
+                                         "already; the limit is %u",
+                                         ns->e.name, ns->e.n_cgroups + ns->cgroups_reserved,
+                                         m->config.max_control_groups);
+        case -EINVAL:
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The control group '%s' cannot be delegated: the path of its leaf would be "
+                                         "longer than %u bytes", info->path, NS_CGROUP_PATH_MAX);
+        case -ESTALE:
+        case -ENOENT:
+                return sd_bus_error_setf(error, ERROR_PREFIX "NotAControlGroup",
+                                         "The control group '%s' was removed", info->path);
+        default:
+                return sd_bus_error_set_errnof(error, -r, "Failed to delegate the control group '%s': %m", info->path);
+        }
+}
+
+/* Polkit said yes to a cgroup: the namespace may have gone meanwhile, and
+ * the cgroup may have changed. */
+static void request_commit_cgroup(Request *req) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *path = NULL;
+        Manager *m = req->manager;
+        Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+        int r;
+
+        if (!ns)
+                return request_fail(req, ERROR_PREFIX "NotRegistered",
+                                    "The user namespace '%s' was destroyed before the control group could be added",
+                                    req->entry.name);
+        /* The slot becomes the cgroup's, or is free again if this fails. */
+        ns->cgroups_reserved--;
+        req->cgroup_slot = false;
+        r = namespace_add_cgroup(m, ns, req->cgroup_fd, &req->cgroup, req->cgroup_create, &path);
+        if (r < 0) {
+                (void) set_cgroup_error(m, &error, r, ns, &req->cgroup, req->cgroup_create);
+                return request_fail_error(req, &error);
+        }
+
+        r = sd_bus_reply_method_return(req->message, "s", path);
+        if (r < 0)
+                log_debug("Caller of the control group of '%s' went away before the reply", ns->e.name);
+        request_free(req);
+}
+
 /* Step 2 of the contract: polkit said yes. Pick the range and make it
  * crash-safe before any map is written. */
 static void request_commit(Request *req) {
@@ -603,6 +690,8 @@ static void request_commit(Request *req) {
 
         if (req->kind == REQUEST_ADD_MOUNT)
                 return request_commit_mount(req);
+        if (req->kind == REQUEST_ADD_CGROUP)
+                return request_commit_cgroup(req);
 
         if (e->kind == NS_KIND_TRANSIENT) {
                 r = allocator_take(m->allocator, req->size, e->id, &e->uid_start);
@@ -658,6 +747,8 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
                 snprintf(what, sizeof(what), "act on a user namespace that belongs to uid %u", (unsigned) req->info.owner);
         else if (req->kind == REQUEST_ADD_MOUNT)
                 snprintf(what, sizeof(what), "let user namespace '%s' write to a mount", req->entry.name);
+        else if (req->kind == REQUEST_ADD_CGROUP)
+                snprintf(what, sizeof(what), "delegate a control group to user namespace '%s'", req->entry.name);
         else
                 snprintf(what, sizeof(what), "%s",
                          req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
@@ -747,6 +838,30 @@ static void request_authorize(Request *req) {
         Manager *m = req->manager;
         int r;
 
+        if (req->kind == REQUEST_ADD_CGROUP) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                Namespace *ns;
+
+                /* Whoever may act on the namespace, the cgroup must be their
+                 * own (only root hands over someone else's): first, so that
+                 * nothing else is said about someone else's cgroup. */
+                if (req->caller != 0 && req->cgroup.uid != req->caller)
+                        return request_fail(req, ERROR_PREFIX "NotOwner",
+                                            "The control group '%s' belongs to uid %u, not to you (uid %u): pass "
+                                            "one you own", req->cgroup.path, (unsigned) req->cgroup.uid,
+                                            (unsigned) req->caller);
+                ns = hashmap_get_u64(m->by_id, req->entry.id);
+                if (!ns)
+                        return request_fail(req, ERROR_PREFIX "NotRegistered",
+                                            "The user namespace '%s' was destroyed meanwhile", req->entry.name);
+                /* Checked again once polkit has answered: things change meanwhile. */
+                r = namespace_check_cgroup(m, ns, req->cgroup_fd, &req->cgroup, req->cgroup_create);
+                if (r < 0) {
+                        (void) set_cgroup_error(m, &error, r, ns, &req->cgroup, req->cgroup_create);
+                        return request_fail_error(req, &error);
+                }
+        }
+
         if (caller_requests(m, req->caller) >= m->config.max_requests_per_owner)
                 return request_fail(req, ERROR_PREFIX "TooManyRequests",
                                     "You have %u requests in flight already, the limit is %u: wait for them to finish",
@@ -757,8 +872,9 @@ static void request_authorize(Request *req) {
         req->counted_for_caller = true;
 
         /* A mount reserves nothing: its namespace exists, and its limit is
-         * checked again once polkit has answered. */
-        if (req->kind != REQUEST_ADD_MOUNT) {
+         * checked again once polkit has answered. A cgroup took its slot
+         * when the call came in. */
+        if (req->kind == REQUEST_ALLOCATE || req->kind == REQUEST_REGISTER) {
                 _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
                 r = request_reserve(req, &error);
@@ -785,8 +901,8 @@ static void request_ask_polkit(Request *req) {
 
         details[n++] = "name";
         details[n++] = e->name;
-        /* A mount gives the namespace no ids. */
-        if (req->kind != REQUEST_ADD_MOUNT) {
+        /* A mount or a cgroup gives the namespace no ids. */
+        if (req->kind == REQUEST_ALLOCATE || req->kind == REQUEST_REGISTER) {
                 snprintf(size_str, sizeof(size_str), "%" PRIu32, req->size);
                 details[n++] = "size";
                 details[n++] = size_str;
@@ -957,6 +1073,7 @@ static int request_new(Manager *m, sd_bus_message *message, RequestKind kind, Re
         req->kind = kind;
         req->userns_fd = -1;
         req->mount_fd = -1;
+        req->cgroup_fd = -1;
         req->helper = (Helper) { .pid = 0, .pidfd = -1, .sock = -1, .stack = NULL };
         req->message = sd_bus_message_ref(message);
         req->caller = (uid_t) -1;
@@ -1035,6 +1152,37 @@ int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace
         req->mount_fd = fcntl(mount_fd, F_DUPFD_CLOEXEC, 3);
         if (req->mount_fd < 0)
                 return -errno;
+
+        request_identify_caller(TAKE_PTR(req));
+        return 1;
+}
+
+int request_start_add_cgroup(Manager *m, sd_bus_message *message, Namespace *ns, int *cgroup_fd,
+                             CgroupInfo *info, bool create, sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        /* Slots are counted with the calls in flight: parallel calls cannot
+         * pass the limit together. */
+        if (ns->e.n_cgroups + ns->cgroups_reserved >= m->config.max_control_groups)
+                return set_cgroup_error(m, error, -E2BIG, ns, info, create);
+
+        r = request_new(m, message, REQUEST_ADD_CGROUP, &req, error);
+        if (r < 0)
+                return r;
+        req->info.id = ns->e.id;
+        req->info.inode = ns->e.inode;
+        req->info.owner = ns->e.owner;
+        req->entry.id = ns->e.id;
+        req->entry.owner = ns->e.owner;
+        req->entry.kind = ns->e.kind;
+        snprintf(req->entry.name, sizeof(req->entry.name), "%s", ns->e.name);
+        req->cgroup_fd = TAKE_FD(*cgroup_fd);
+        req->cgroup = *info;
+        info->path = NULL;
+        req->cgroup_create = create;
+        ns->cgroups_reserved++;
+        req->cgroup_slot = true;
 
         request_identify_caller(TAKE_PTR(req));
         return 1;

@@ -9,6 +9,8 @@
  *   nsres-bench latency N             N sequential calls
  *   nsres-bench throughput N C        N calls spread over C clients
  *   nsres-bench teardown N            last process exit → UserNamespaceRemoved
+ *   nsres-bench cgroup N PATH         AddControlGroupToUserNamespace (CREATE_CHILD
+ *                                     in the cgroup PATH), one fresh namespace each
  *   nsres-bench newuidmap N UID GID   the setuid helpers, for comparison
  *
  * One JSON object per run goes to stdout; D-Bus errors are counted and the
@@ -41,6 +43,7 @@
 #define NSRES_MANAGER "org.freedesktop.NamespaceResource1.Manager"
 
 #define RANGE_SIZE UINT32_C(65536)
+#define ADD_CGROUP_CREATE_CHILD UINT64_C(1)
 #define CALL_TIMEOUT_USEC (10 * UINT64_C(1000000))
 #define TEARDOWN_TIMEOUT_NSEC (5 * INT64_C(1000000000))
 #define ERRORS_SHOWN 5
@@ -613,6 +616,102 @@ static int run_teardown(unsigned calls) {
         return 0;
 }
 
+/* ---- cgroup delegation ------------------------------------------------- */
+
+/* Returns 1 on success, 0 on a D-Bus error, negative errno when the client
+ * failed. Only sd_bus_call() is timed. */
+static int add_cgroup(sd_bus *bus, const char *name, int userns_fd, int cgroup_fd, int64_t *ret_nsec) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *path;
+        int64_t t0, t1;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, NSRES_SERVICE, NSRES_PATH, NSRES_MANAGER,
+                                           "AddControlGroupToUserNamespace");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "hht", userns_fd, cgroup_fd, ADD_CGROUP_CREATE_CHILD);
+        if (r < 0)
+                return r;
+
+        t0 = now_nsec();
+        r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, &reply);
+        t1 = now_nsec();
+        if (r < 0) {
+                if (!sd_bus_error_is_set(&error))
+                        return r;
+                report_error("AddControlGroupToUserNamespace", name, &error, r);
+                return 0;
+        }
+        r = sd_bus_message_read(reply, "s", &path);
+        if (r < 0)
+                return r;
+
+        *ret_nsec = t1 - t0;
+        return 1;
+}
+
+/* Each call on a namespace of its own, as `nsresctl run --cgroup` makes
+ * them: allocate (not timed), delegate a new leaf in `parent` (timed), let
+ * the namespace go, so that the daemon removes the leaf again. */
+static int run_cgroup(unsigned calls, const char *parent) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) int64_t *samples = NULL;
+        _cleanup_(closep) int cgroup_fd = -EBADF;
+        size_t ok = 0, allocation_errors = 0;
+        int64_t start, wall;
+        int r;
+
+        samples = calloc(calls, sizeof(int64_t));
+        if (!samples)
+                return -ENOMEM;
+        cgroup_fd = open(parent, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+        if (cgroup_fd < 0) {
+                r = -errno;
+                fprintf(stderr, "Failed to open the cgroup '%s': %s\n", parent, strerror(-r));
+                return r;
+        }
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        start = now_nsec();
+        for (unsigned k = 0; k < calls; k++) {
+                _cleanup_(closep) int fd = -EBADF;
+                int64_t allocate_nsec;
+                char name[32];
+
+                r = userns_new(&fd);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to create a user namespace: %s\n", strerror(-r));
+                        return r;
+                }
+                (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, k);
+                r = allocate(bus, name, fd, &allocate_nsec, NULL);
+                if (r == 0) {
+                        allocation_errors++;
+                        continue;
+                }
+                if (r > 0)
+                        r = add_cgroup(bus, name, fd, cgroup_fd, &samples[ok]);
+                if (r < 0) {
+                        fprintf(stderr, "Delegating a cgroup to '%s' failed in the client: %s\n", name, strerror(-r));
+                        return r;
+                }
+                if (r > 0)
+                        ok++;
+        }
+        wall = now_nsec() - start;
+
+        printf("{\"mode\":\"cgroup\",\"calls\":%u,\"errors\":%zu,", calls, calls - ok);
+        print_stats_fields(samples, ok);
+        printf(",\"per_sec\":null,\"wall_s\":%.3f,\"allocation_errors\":%zu}\n",
+               (double) wall / 1e9, allocation_errors);
+        return 0;
+}
+
 /* What users do without a daemon: the setuid helpers from shadow's uidmap,
  * mapping the range /etc/subuid and /etc/subgid give the caller. */
 static int spawn_and_wait(char *const argv[]) {
@@ -678,12 +777,14 @@ static int run_newuidmap(unsigned calls, uint32_t uid_start, uint32_t gid_start)
 
 static void help(void) {
         printf("Usage: nsres-bench [--prefix=P] [--samples] MODE ARGS...\n"
-               "Benchmark nsresd's AllocateUserRange end to end.\n\n"
+               "Benchmark nsresd's AllocateUserRange (and AddControlGroupToUserNamespace) end to end.\n\n"
                "  latency N             N sequential calls, one fresh user namespace each\n"
                "  throughput N C        N calls in total from C concurrent clients\n"
                "  teardown N            N times: allocate for a namespace held by a process,\n"
                "                        kill it, time until UserNamespaceRemoved\n"
-               "  newuidmap N UID GID   N times newuidmap+newgidmap mapping UID/GID (65536 each)\n\n"
+               "  newuidmap N UID GID   N times newuidmap+newgidmap mapping UID/GID (65536 each)\n"
+               "  cgroup N PATH         N times AddControlGroupToUserNamespace with CREATE_CHILD in\n"
+               "                        the cgroup PATH (one you own), each on a fresh namespace\n\n"
                "     --prefix=P         Namespace names are P0, P1, ... (default '%s')\n"
                "     --samples          Include every sample (sorted, ms) in the output\n\n"
                "One JSON object goes to stdout; the bus is DBUS_SYSTEM_BUS_ADDRESS or the system bus.\n",
@@ -763,6 +864,8 @@ int main(int argc, char *argv[]) {
                 r = run_throughput(n, c);
         } else if (strcmp(mode, "teardown") == 0 && argc == optind + 2)
                 r = run_teardown(n);
+        else if (strcmp(mode, "cgroup") == 0 && argc == optind + 3)
+                r = run_cgroup(n, argv[optind + 2]);
         else if (strcmp(mode, "newuidmap") == 0 && argc == optind + 4) {
                 if (parse_unsigned(argv[optind + 2], 1, UINT_MAX - 1, &uid) < 0 ||
                     parse_unsigned(argv[optind + 3], 1, UINT_MAX - 1, &gid) < 0)

@@ -14,6 +14,7 @@ Not part of the test suite; see tests/bench/README.md.
 import argparse
 import contextlib
 import datetime
+import errno
 import json
 import os
 import platform
@@ -40,6 +41,8 @@ NSRES_MANAGER = 'org.freedesktop.NamespaceResource1.Manager'
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_AUTHORITY = 'org.freedesktop.PolicyKit1.Authority'
 ALLOCATE_ACTION = 'org.freedesktop.NamespaceResource1.allocate-user-range'
+DELEGATE_CGROUP_ACTION = 'org.freedesktop.NamespaceResource1.delegate-cgroup'
+DELEGATED_CGROUP_FILES = ('cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control')
 POLICY_FILE = 'org.freedesktop.NamespaceResource1.policy'
 POLKIT_ACTIONS_DIR = Path('/usr/share/polkit-1/actions')
 POLKITD = Path('/usr/lib/polkit-1/polkitd')
@@ -68,7 +71,7 @@ REFERENCE = ('reference on these machines: systemd-nsresourced v256 2.7–3.1 ms
 
 # Each phase gets its own name prefix, so a phase never trips over names of
 # namespaces the previous one left behind.
-PHASE_PREFIX = {'latency': 'l', 'throughput': 't', 'teardown': 'd'}
+PHASE_PREFIX = {'latency': 'l', 'throughput': 't', 'teardown': 'd', 'cgroup': 'c'}
 
 
 class BenchError(Exception):
@@ -244,6 +247,54 @@ def mount_state_tmpfs(vdir, stack):
     return vdir / 'run' / 'state'
 
 
+def cgroup2_mount():
+    with open('/proc/self/mountinfo', encoding='utf-8') as f:
+        for line in f:
+            left, _, right = line.partition(' - ')
+            fields = left.split()
+            if right.split()[:1] == ['cgroup2'] and fields[3] == '/':
+                return Path(fields[4])
+    raise BenchError('no cgroup2 file system is mounted: the cgroup phase needs one')
+
+
+def remove_cgroup_tree(top):
+    '''Kill what is left below top and remove it, children first.'''
+    if not top.exists():
+        return
+    (top / 'cgroup.kill').write_text('1')
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            for root, dirs, _ in os.walk(top, topdown=False):
+                for name in dirs:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(os.path.join(root, name))
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(top)
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                log(f'could not remove {top}: {e}')
+                return
+            time.sleep(0.01)
+
+
+def make_user_cgroup(user, stack):
+    '''A cgroup the bench user owns, as its user@.service would be: the
+    cgroup phase makes its leaves there.'''
+    pw = pwd.getpwnam(user)
+    top = cgroup2_mount() / f'nsresd-bench-{os.getpid()}-{time.monotonic_ns() % 100000}'
+    top.mkdir()
+    stack.callback(remove_cgroup_tree, top)
+    for path in [top] + [top / name for name in DELEGATED_CGROUP_FILES]:
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    return top
+
+
+def leaves(cgroup):
+    return sorted(p.name for p in cgroup.iterdir() if p.is_dir())
+
+
 def start_daemon(build_dir, vdir, env, conn, stack):
     nsresd = build_dir / 'daemon' / 'nsresd'
     conf = vdir / 'nsresd.conf'
@@ -307,7 +358,17 @@ def allocations_made(result):
     '''Successful allocations: the calls that must each have asked polkit once.'''
     if result['mode'] == 'teardown':
         return result['calls'] - result['call_errors']
+    if result['mode'] == 'cgroup':
+        return result['calls'] - result['allocation_errors']
     return result['calls'] - result['errors']
+
+
+def expected_checks(result):
+    '''CheckAuthorization calls a phase must have made, by action.'''
+    expected = {ALLOCATE_ACTION: allocations_made(result)}
+    if result['mode'] == 'cgroup':
+        expected[DELEGATE_CGROUP_ACTION] = result['calls'] - result['errors']
+    return expected
 
 
 def polkit_calls(mock):
@@ -366,6 +427,8 @@ def run_variant(variant, opts, bench, build_dir, tmp):
                 out['notes'].append(note)
             polkit_proc = start_polkitd(vdir, env, conn, stack)
 
+        # Before the daemon: removed after it stopped, whatever it left.
+        cgroup = make_user_cgroup(opts.user, stack)
         daemon, daemon_log, daemon_status = start_daemon(build_dir, vdir, env, conn, stack)
         out['daemon'] = manager_properties(conn)
         procs = {'nsresd': daemon, 'dbus-daemon': bus_proc, 'polkit': polkit_proc}
@@ -374,6 +437,7 @@ def run_variant(variant, opts, bench, build_dir, tmp):
             ('latency', [str(opts.calls)]),
             ('throughput', [str(opts.throughput_calls), str(opts.clients)]),
             ('teardown', [str(opts.teardown_calls)]),
+            ('cgroup', [str(opts.cgroup_calls), str(cgroup)]),
         ]
         for phase, phase_args in phases:
             waited, left = wait_released(conn, opts.release_timeout)
@@ -394,14 +458,23 @@ def run_variant(variant, opts, bench, build_dir, tmp):
 
             if mock:
                 by_action, subject_kinds = polkit_calls(mock)
+                expected = expected_checks(result)
                 result['polkit'] = {
                     'allocations': allocations_made(result),
                     'check_authorization_calls': by_action.get(ALLOCATE_ACTION, 0),
-                    'other_actions': {k: v for k, v in by_action.items() if k != ALLOCATE_ACTION},
+                    'expected': expected,
+                    'by_action': {k: by_action.get(k, 0) for k in expected},
+                    'other_actions': {k: v for k, v in by_action.items() if k not in expected},
                     'subject_kinds': subject_kinds,
                 }
             waited, left = wait_released(conn, opts.release_timeout)
             out['released'][phase] = {'seconds': round(waited, 3), 'left_over': left}
+            if phase == 'cgroup':
+                # Each namespace's leaf goes with it, a moment after its object.
+                deadline = time.monotonic() + opts.release_timeout
+                while leaves(cgroup) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                out['released'][phase]['left_over_cgroups'] = len(leaves(cgroup))
             out['phases'][phase] = result
 
         stack.close()
@@ -456,9 +529,10 @@ def check_polkit(doc):
         return problems
     for phase, result in mock['phases'].items():
         p = result['polkit']
-        if p['check_authorization_calls'] != p['allocations']:
-            problems.append(f'{phase}: {p["check_authorization_calls"]} CheckAuthorization calls '
-                            f'for {p["allocations"]} allocations')
+        for action, count in p['expected'].items():
+            if p['by_action'][action] != count:
+                problems.append(f'{phase}: {p["by_action"][action]} CheckAuthorization calls for {action}, '
+                                f'expected {count}')
         if p['other_actions']:
             problems.append(f'{phase}: unexpected actions checked: {p["other_actions"]}')
     return problems
@@ -480,6 +554,8 @@ SUMMARY_ROWS = [
     ('throughput median per call', 'throughput', 'median_ms', 'ms', None),
     ('teardown median', 'teardown', 'median_ms', 'ms', 3),
     ('teardown p99', 'teardown', 'p99_ms', 'ms', None),
+    ('cgroup delegation median', 'cgroup', 'median_ms', 'ms', None),
+    ('cgroup delegation p99', 'cgroup', 'p99_ms', 'ms', None),
 ]
 
 
@@ -495,7 +571,7 @@ def summary_table(doc, variants):
             t = doc['targets'][target]
             line += f'{t["limit"]:>16}  {t["verdict"]}'
         lines.append(line)
-    line = f'{"errors (latency/throughput/teardown)":44}'
+    line = f'{"errors (latency/throughput/teardown/cgroup)":44}'
     for v in variants.values():
         line += f'{"/".join(str(v["phases"][p]["errors"]) for p in PHASE_PREFIX):>16}'
     lines.append(line)
@@ -520,13 +596,19 @@ def summary(doc):
         phases = variants['mock']['phases'].values()
         allocs = sum(r['polkit']['allocations'] for r in phases)
         calls = sum(r['polkit']['check_authorization_calls'] for r in phases)
+        delegations = sum(r['polkit']['expected'].get(DELEGATE_CGROUP_ACTION, 0) for r in phases)
+        delegation_calls = sum(r['polkit']['by_action'].get(DELEGATE_CGROUP_ACTION, 0) for r in phases)
         verdict = 'OK' if not doc['polkit_problems'] else 'WRONG: ' + '; '.join(doc['polkit_problems'])
-        lines.append(f'polkit mock: {calls} CheckAuthorization calls for {allocs} allocations — {verdict}')
+        lines.append(f'polkit mock: {calls} CheckAuthorization calls for {allocs} allocations, '
+                     f'{delegation_calls} for {delegations} cgroup delegations — {verdict}')
 
     for n, v in variants.items():
         slowest = max(r['seconds'] for r in v['released'].values())
         left = sum(r['left_over'] for r in v['released'].values())
+        left_cgroups = v['released'].get('cgroup', {}).get('left_over_cgroups', 0)
         state = f'all released (slowest drain {slowest:.2f} s)' if not left else f'{left} NOT RELEASED'
+        if left_cgroups:
+            state += f'; {left_cgroups} delegated cgroups NOT REMOVED'
         lines.append(f'polkit {n}: namespaces after each phase: {state}; '
                      f'daemon exit status {v["daemon_exit_status"]}')
         lines += [f'polkit {n}: note: {note}' for note in v['notes']]
@@ -565,6 +647,8 @@ def parse_args():
     parser.add_argument('--clients', type=int, default=8, help='concurrent clients (default: %(default)s)')
     parser.add_argument('--teardown-calls', type=int, default=200,
                         help='namespaces for teardown latency (default: %(default)s)')
+    parser.add_argument('--cgroup-calls', type=int, default=200,
+                        help='AddControlGroupToUserNamespace calls, one fresh namespace each (default: %(default)s)')
     parser.add_argument('--baseline-calls', type=int, default=200,
                         help='namespaces mapped with newuidmap+newgidmap, if installed (default: %(default)s)')
     parser.add_argument('--user', default='nobody', help='unprivileged user running the client (default: %(default)s)')
@@ -575,7 +659,7 @@ def parse_args():
     parser.add_argument('--json', type=Path, help='also write the JSON document to this file')
     parser.add_argument('--keep-temp', action='store_true', help='keep the temporary directory with all logs')
     opts = parser.parse_args()
-    for name in ('calls', 'throughput_calls', 'clients', 'teardown_calls', 'baseline_calls'):
+    for name in ('calls', 'throughput_calls', 'clients', 'teardown_calls', 'cgroup_calls', 'baseline_calls'):
         if getattr(opts, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
     return opts

@@ -26,8 +26,8 @@ def pytest_report_header(config):
 
 
 def pytest_configure(config):
-    config.addinivalue_line('markers', 'nsresd_config(allocator=None, restriction="permissive"): '
-                                       'configuration of the daemon of this test')
+    config.addinivalue_line('markers', 'nsresd_config(allocator=None, restriction="permissive", '
+                                       'delegation=None): configuration of the daemon of this test')
     config.addinivalue_line('markers', 'nsresd_fault(spec): NSRESD_FAULT for the first start of the daemon')
 
 

@@ -46,6 +46,7 @@ ACTION_ALLOCATE = BUS_NAME + '.allocate-user-range'
 ACTION_REGISTER = BUS_NAME + '.register-user-namespace'
 ACTION_MANAGE = BUS_NAME + '.manage'
 ACTION_DELEGATE_MOUNT = BUS_NAME + '.delegate-mount'
+ACTION_DELEGATE_CGROUP = BUS_NAME + '.delegate-cgroup'
 
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_PATH = '/org/freedesktop/PolicyKit1/Authority'
@@ -55,6 +56,8 @@ MOCK_IFACE = 'org.freedesktop.DBus.Mock'
 MANGLE_NAME = 1 << 0
 SELF = 1 << 1
 MAP_CALLER = 1 << 2
+# AddControlGroupToUserNamespace
+CREATE_CHILD = 1 << 0
 
 BLOCK = 65536
 DEFAULT_RANGE_START = 524288
@@ -210,6 +213,10 @@ class Client:
     def add_mount(self, userns, mount_fd, flags=0, timeout=30):
         self.call(MANAGER_PATH, MANAGER_IFACE, 'AddMountToUserNamespace', 'hht',
                   (dbus.types.UnixFd(_fd_of(userns)), dbus.types.UnixFd(mount_fd), flags), timeout)
+
+    def add_cgroup(self, userns, cgroup_fd, flags=0, timeout=30):
+        return str(self.call(MANAGER_PATH, MANAGER_IFACE, 'AddControlGroupToUserNamespace', 'hht',
+                             (dbus.types.UnixFd(_fd_of(userns)), dbus.types.UnixFd(cgroup_fd), flags), timeout))
 
     def list(self, flags=0):
         r = self.call(MANAGER_PATH, MANAGER_IFACE, 'ListUserNamespaces', 't', (flags,))
@@ -854,7 +861,7 @@ class PolkitMock:
 
     def allow_defaults(self):
         """What the shipped policy grants every user without asking."""
-        self.allow(ACTION_ALLOCATE, ACTION_REGISTER)
+        self.allow(ACTION_ALLOCATE, ACTION_REGISTER, ACTION_DELEGATE_CGROUP)
 
     def deny_all(self):
         self.allow()
@@ -901,11 +908,14 @@ class PolkitMock:
 
 # ---- the daemon ---------------------------------------------------------------------------
 
-def config_text(allocator=None, restriction='permissive'):
+def config_text(allocator=None, restriction='permissive', delegation=None):
     lines = []
     if allocator:
         lines.append('[Allocator]')
         lines.extend(f'{k}={v}' for k, v in allocator.items())
+    if delegation:
+        lines.append('[Delegation]')
+        lines.extend(f'{k}={v}' for k, v in delegation.items())
     lines.append('[Security]')
     lines.append(f'Restriction={restriction}')
     return '\n'.join(lines) + '\n'

@@ -180,6 +180,7 @@ def test_the_policy_is_known_to_polkitd(polkitd, bus_client):
                 if str(a[0]).startswith(h.BUS_NAME + '.')}
     assert defaults[h.ACTION_ALLOCATE] == (IMPLICIT_YES,) * 3
     assert defaults[h.ACTION_REGISTER] == (IMPLICIT_YES,) * 3
+    assert defaults[h.ACTION_DELEGATE_CGROUP] == (IMPLICIT_YES,) * 3
     assert defaults[h.ACTION_MANAGE] == (IMPLICIT_AUTH_ADMIN_KEEP,) * 3
     assert defaults[h.ACTION_DELEGATE_MOUNT] == (IMPLICIT_AUTH_ADMIN_KEEP,) * 3
 

@@ -18,6 +18,8 @@ static bool configs_equal(const Config *a, const Config *b) {
                a->max_namespaces_per_owner == b->max_namespaces_per_owner &&
                a->max_requests_per_owner == b->max_requests_per_owner &&
                a->max_control_groups == b->max_control_groups &&
+               a->control_group_max_descendants == b->control_group_max_descendants &&
+               a->control_group_max_depth == b->control_group_max_depth &&
                a->max_network_interfaces == b->max_network_interfaces &&
                a->max_network_interfaces_per_owner == b->max_network_interfaces_per_owner &&
                a->restriction == b->restriction;
@@ -53,6 +55,8 @@ static void test_defaults(void) {
         CHECK(c.max_namespaces_per_owner == 256);
         CHECK(c.max_requests_per_owner == 32);
         CHECK(c.max_control_groups == 16);
+        CHECK(c.control_group_max_descendants == 256);
+        CHECK(c.control_group_max_depth == 16);
         CHECK(c.max_network_interfaces == 16);
         CHECK(c.max_network_interfaces_per_owner == 64);
         CHECK(c.restriction == RESTRICTION_ENFORCE);
@@ -80,6 +84,8 @@ static void test_every_key(void) {
                 "\t# indented comment\n"
                 "[Delegation]\n"
                 "MaxControlGroups=3\n"
+                "ControlGroupMaxDescendants=7\n"
+                "ControlGroupMaxDepth = 2\n"
                 "MaxNetworkInterfaces=4\n"
                 "MaxNetworkInterfacesPerOwner=5\r\n"
                 "  [Security]  # trailing comment\n"
@@ -97,6 +103,8 @@ static void test_every_key(void) {
         CHECK(c.max_namespaces_per_owner == 1);
         CHECK(c.max_requests_per_owner == 4294967295u);
         CHECK(c.max_control_groups == 3);
+        CHECK(c.control_group_max_descendants == 7);
+        CHECK(c.control_group_max_depth == 2);
         CHECK(c.max_network_interfaces == 4);
         CHECK(c.max_network_interfaces_per_owner == 5);
         CHECK(c.restriction == RESTRICTION_PERMISSIVE);
@@ -111,6 +119,11 @@ static void test_every_key(void) {
         CHECK(config_parse_text(&c, "[Allocator]\nSingleRangeStart=0\n[Security]\n[Allocator]\nSingleRangeEnd=4294967295\n",
                                 "t", NULL) == 0);
         CHECK(c.single_range_start == 0 && c.single_range_end == 4294967295u);
+        /* The highest values each limit takes. */
+        CHECK(config_parse_text(&c, "[Delegation]\nMaxControlGroups=256\nControlGroupMaxDescendants=2147483647\n"
+                                "ControlGroupMaxDepth=64\n", "t", NULL) == 0);
+        CHECK(c.max_control_groups == 256 && c.control_group_max_descendants == 2147483647u &&
+              c.control_group_max_depth == 64);
         {
                 Config before = c;
 
@@ -151,6 +164,16 @@ static void test_errors(void) {
         CHECK(parse_fails("[Allocator]\nMaxNamespacesPerOwner=0\n", "test.conf:2:"));
         CHECK(parse_fails("[Allocator]\nMaxRequestsPerOwner=0\n", "MaxRequestsPerOwner"));
         CHECK(parse_fails("[Delegation]\nMaxControlGroups=0\n", "MaxControlGroups"));
+        /* What one registry entry can hold. */
+        CHECK(parse_fails("[Delegation]\nMaxControlGroups=257\n", "from 1 to 256"));
+        /* The kernel takes an int; the teardown walk holds an fd per level. */
+        CHECK(parse_fails("[Delegation]\nControlGroupMaxDescendants=0\n", "ControlGroupMaxDescendants"));
+        CHECK(parse_fails("[Delegation]\nControlGroupMaxDescendants=2147483648\n", "from 1 to 2147483647"));
+        CHECK(parse_fails("[Delegation]\nControlGroupMaxDescendants=max\n", "ControlGroupMaxDescendants"));
+        CHECK(parse_fails("[Delegation]\nControlGroupMaxDepth=0\n", "test.conf:2:"));
+        CHECK(parse_fails("[Delegation]\nControlGroupMaxDepth=65\n", "from 1 to 64"));
+        CHECK(parse_fails("[Delegation]\nControlGroupMaxDepth=-1\n", "ControlGroupMaxDepth"));
+        CHECK(parse_fails("[Allocator]\nControlGroupMaxDepth=4\n", "Unknown key"));
         CHECK(parse_fails("[Delegation]\nMaxNetworkInterfaces=0\n", "MaxNetworkInterfaces"));
         CHECK(parse_fails("[Delegation]\nMaxNetworkInterfacesPerOwner=-3\n", "MaxNetworkInterfacesPerOwner"));
         CHECK(parse_fails("[Security]\nRestriction=bogus\n", "test.conf:2:"));
@@ -213,6 +236,20 @@ static void test_verify(void) {
                 CHECK(config_verify(&c, NULL) == 0);
                 c.max_control_groups = 0;
                 CHECK(config_verify(&c, NULL) == -EINVAL);
+                c.max_control_groups = 257;
+                CHECK(config_verify(&c, NULL) == -EINVAL);
+                config_defaults(&c);
+                c.control_group_max_descendants = 0;
+                CHECK(config_verify(&c, NULL) == -EINVAL);
+                c.control_group_max_descendants = 2147483648u;
+                CHECK(config_verify(&c, NULL) == -EINVAL);
+                config_defaults(&c);
+                c.control_group_max_depth = 0;
+                CHECK(config_verify(&c, NULL) == -EINVAL);
+                c.control_group_max_depth = 65;
+                CHECK(config_verify(&c, NULL) == -EINVAL);
+                c.control_group_max_depth = 64;
+                CHECK(config_verify(&c, NULL) == 0);
                 config_defaults(&c);
                 c.restriction = (RestrictionMode) 9;
                 CHECK(config_verify(&c, NULL) == -EINVAL);
@@ -252,7 +289,8 @@ static void test_load(void) {
         /* Drop-ins in lexical order, each overriding what came before. Their
          * directory entries are created in the opposite order on purpose. */
         CHECK(mkdir(dropins, 0755) == 0);
-        test_write_text(b, "[Allocator]\nMaxNamespacesPerOwner=30\n[Delegation]\nMaxControlGroups=7\n");
+        test_write_text(b, "[Allocator]\nMaxNamespacesPerOwner=30\n[Delegation]\nMaxControlGroups=7\n"
+                           "ControlGroupMaxDepth=5\n");
         test_write_text(a, "[Allocator]\nMaxNamespacesPerOwner=20\nMaxRequestsPerOwner=9\n[Security]\nRestriction=permissive\n");
         test_write_text(ignored, "[Allocator]\nMaxNamespacesPerOwner=99\n");
         test_write_text(hidden, "garbage without equals\n");
@@ -263,6 +301,8 @@ static void test_load(void) {
         CHECK(c.max_namespaces_per_owner == 30);
         CHECK(c.max_requests_per_owner == 9);
         CHECK(c.max_control_groups == 7);
+        CHECK(c.control_group_max_depth == 5);
+        CHECK(c.control_group_max_descendants == 256);
         CHECK(c.restriction == RESTRICTION_PERMISSIVE);
 
         /* Drop-ins apply even without a main file. */

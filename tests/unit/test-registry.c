@@ -42,8 +42,21 @@ static NsEntry sample_entry(void) {
         return e;
 }
 
+static bool cgroups_equal(const NsEntry *a, const NsEntry *b) {
+        if (a->n_cgroups != b->n_cgroups)
+                return false;
+        for (unsigned i = 0; i < a->n_cgroups; i++) {
+                const NsCgroup *x = &a->cgroups[i], *y = &b->cgroups[i];
+
+                if (x->id != y->id || x->parent_id != y->parent_id || x->created != y->created ||
+                    x->pending != y->pending || strcmp(x->path, y->path) != 0)
+                        return false;
+        }
+        return true;
+}
+
 static bool entries_equal(const NsEntry *a, const NsEntry *b) {
-        return a->id == b->id && a->inode == b->inode && strcmp(a->name, b->name) == 0 && a->owner == b->owner &&
+        return cgroups_equal(a, b) && a->id == b->id && a->inode == b->inode && strcmp(a->name, b->name) == 0 && a->owner == b->owner &&
                a->kind == b->kind && a->uid_start == b->uid_start && a->gid_start == b->gid_start &&
                a->size == b->size && a->target == b->target && a->map_caller == b->map_caller &&
                a->caller_uid == b->caller_uid && a->caller_gid == b->caller_gid && a->pending == b->pending &&
@@ -283,6 +296,257 @@ static void test_json_mounts(void) {
         }
 }
 
+/* A document with "cgroups" holding one record of these fields (a field
+ * set to NULL is left out). */
+static char *with_cgroup(struct json_object *id, struct json_object *parent, struct json_object *path,
+                         struct json_object *created, struct json_object *pending) {
+        struct json_object *a = json_object_new_array(), *o = json_object_new_object();
+
+        if (id)
+                json_object_object_add(o, "id", id);
+        if (parent)
+                json_object_object_add(o, "parent", parent);
+        if (path)
+                json_object_object_add(o, "path", path);
+        if (created)
+                json_object_object_add(o, "created", created);
+        if (pending)
+                json_object_object_add(o, "pending", pending);
+        json_object_array_add(a, o);
+        return with_field("cgroups", a);
+}
+
+#define STR(s) json_object_new_string(s)
+#define BOOL(b) json_object_new_boolean(b)
+
+static void check_cgroup_rejected(char *text) {
+        if (!rejected(text)) {
+                fprintf(stderr, "%s:%d: bad cgroup record accepted\n", __FILE__, __LINE__);
+                exit(EXIT_FAILURE);
+        }
+        free(text);
+}
+
+static void test_json_cgroups(void) {
+        NsEntry e = sample_entry(), back, copy;
+        _cleanup_free_ char *text = NULL;
+        NsCgroup c;
+
+        /* None: an empty list, written all the same. */
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"cgroups\":[]"));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(back.n_cgroups == 0 && back.cgroups == NULL);
+
+        /* Written before cgroups could be delegated: loads with none. */
+        {
+                _cleanup_free_ char *old = with_field("cgroups", NULL);
+
+                CHECK(!strstr(old, "cgroups"));
+                memset(&back, 0xa5, sizeof(back));
+                CHECK(registry_entry_from_json(old, &back) == 0);
+                CHECK(back.n_cgroups == 0 && back.cgroups == NULL);
+                CHECK(entries_equal(&e, &back));
+                ns_entry_done(&back);
+        }
+
+        /* Given as it was; made and delegated; made but its id not known yet
+         * (a crash in between); paths with quotes, backslashes and UTF-8. */
+        c = (NsCgroup) { .id = UINT64_MAX, .path = (char *) "/user.slice/given" };
+        CHECK(ns_entry_add_cgroup(&e, &c) == 0);
+        c = (NsCgroup) { .id = 4242, .parent_id = 17, .created = true, .path = (char *) "/a \"b\"\\/nsresd-1000-x" };
+        CHECK(ns_entry_add_cgroup(&e, &c) == 0);
+        c = (NsCgroup) { .parent_id = 18, .created = true, .pending = true,
+                         .path = (char *) "/\xc3\xa9t\xc3\xa9/nsresd-1000-y" };
+        CHECK(ns_entry_add_cgroup(&e, &c) == 0);
+        CHECK(e.n_cgroups == 3);
+        CHECK(e.cgroups[0].path != c.path);
+        free(text);
+        text = NULL;
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"cgroups\":[{\"id\":\"18446744073709551615\",\"parent\":\"0\","
+                           "\"path\":\"/user.slice/given\",\"created\":false,\"pending\":false},"));
+        CHECK(strstr(text, "{\"id\":\"0\",\"parent\":\"18\",\"path\":\"/\xc3\xa9t\xc3\xa9/nsresd-1000-y\","
+                           "\"created\":true,\"pending\":true}]"));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+
+        /* Copies own their records and paths. */
+        CHECK(ns_entry_copy(&copy, &back) == 0);
+        CHECK(copy.cgroups != back.cgroups && copy.cgroups[1].path != back.cgroups[1].path);
+        CHECK(entries_equal(&copy, &back));
+        ns_entry_done(&back);
+        CHECK(back.cgroups == NULL && back.n_cgroups == 0);
+        CHECK(ns_entry_find_cgroup(&copy, 4242) == 1);
+        CHECK(ns_entry_find_cgroup(&copy, UINT64_MAX) == 0);
+        /* An unknown id is no id. */
+        CHECK(ns_entry_find_cgroup(&copy, 0) == -1);
+        CHECK(ns_entry_find_cgroup(&copy, 4243) == -1);
+        ns_entry_remove_cgroup(&copy, 0);
+        CHECK(copy.n_cgroups == 2 && ns_entry_find_cgroup(&copy, 4242) == 0);
+        CHECK(strcmp(copy.cgroups[1].path, "/\xc3\xa9t\xc3\xa9/nsresd-1000-y") == 0);
+        ns_entry_remove_cgroup(&copy, 5);
+        CHECK(copy.n_cgroups == 2);
+        ns_entry_done(&copy);
+        ns_entry_done(&copy);
+
+        /* Records that could not be read back are refused when added. */
+        {
+                static const NsCgroup bad[] = {
+                        { .id = 1, .path = (char *) "" },
+                        { .id = 1, .path = (char *) "relative" },
+                        { .id = 1, .path = (char *) "/new\nline" },
+                        { .id = 1, .path = (char *) "/del\x7f" },
+                        /* Not UTF-8: a stray byte, a cut sequence, an overlong '/', a surrogate. */
+                        { .id = 1, .path = (char *) "/\xff" },
+                        { .id = 1, .path = (char *) "/\xc3" },
+                        { .id = 1, .path = (char *) "/\xc0\xaf" },
+                        { .id = 1, .path = (char *) "/\xed\xa0\x80" },
+                        { .id = 1, .path = (char *) "/\xf4\x90\x80\x80" },
+                        { .id = 1, .created = true, .path = (char *) "/made/without/parent" },
+                        { .id = 0, .path = (char *) "/unknown/and/not/made" },
+                        { .id = 0, .parent_id = 2, .created = true, .path = (char *) "/not/pending" },
+                        { .id = 0, .created = true, .pending = true, .path = (char *) "/no/parent" },
+                        { .id = 0, .parent_id = 2, .created = true, .pending = true, .path = (char *) "/a/" },
+                        { .id = 0, .parent_id = 2, .created = true, .pending = true, .path = (char *) "/a/.." },
+                        { .id = 1, .path = NULL },
+                };
+                static const char *const good[] = {
+                        "/", "/a", "/\xc3\xa9", "/\xe2\x82\xac", "/\xf0\x9f\x90\xa7", "/\xf4\x8f\xbf\xbf", "/a \"b\" \\c",
+                };
+                NsEntry t = sample_entry();
+
+                for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                        CHECK(!ns_cgroup_is_valid(&bad[i]));
+                        CHECK(ns_entry_add_cgroup(&t, &bad[i]) == -EINVAL);
+                }
+                CHECK(t.n_cgroups == 0);
+                for (size_t i = 0; i < ELEMENTSOF(good); i++)
+                        CHECK(ns_cgroup_path_is_valid(good[i]));
+        }
+
+        /* As many as a namespace may have, with the longest paths escaping
+         * worst, next to as many mounts as it may have: the file holds them. */
+        {
+                _cleanup_free_ char *longest = malloc(NS_CGROUP_PATH_MAX + 2);
+                _cleanup_free_ uint64_t *mounts = calloc(NS_MOUNTS_MAX, sizeof(uint64_t));
+                NsEntry t = sample_entry();
+
+                CHECK(longest && mounts);
+                longest[0] = '/';
+                memset(longest + 1, '"', NS_CGROUP_PATH_MAX - 1);
+                longest[NS_CGROUP_PATH_MAX] = '\0';
+                for (unsigned i = 0; i < NS_CGROUPS_MAX; i++) {
+                        c = (NsCgroup) { .id = UINT64_MAX - i, .parent_id = UINT64_MAX, .created = true,
+                                         .path = longest };
+                        CHECK(ns_entry_add_cgroup(&t, &c) == 0);
+                }
+                c.id = 1;
+                CHECK(ns_entry_add_cgroup(&t, &c) == -E2BIG);
+                for (unsigned i = 0; i < NS_MOUNTS_MAX; i++)
+                        mounts[i] = UINT64_MAX - i;
+                t.mounts = mounts;
+                t.n_mounts = NS_MOUNTS_MAX;
+                free(text);
+                text = NULL;
+                CHECK(registry_entry_to_json(&t, &text) == 0);
+                CHECK(registry_entry_from_json(text, &back) == 0);
+                CHECK(entries_equal(&t, &back));
+                ns_entry_done(&back);
+
+                /* One character more is too long. */
+                longest[NS_CGROUP_PATH_MAX] = 'x';
+                longest[NS_CGROUP_PATH_MAX + 1] = '\0';
+                c.path = longest;
+                CHECK(ns_entry_add_cgroup(&t, &c) == -EINVAL);
+                free(t.cgroups[0].path);
+                t.cgroups[0].path = strdup(longest);
+                CHECK(registry_entry_to_json(&t, &text) == -EINVAL);
+                /* And one record more. */
+                t.cgroups[0].path[1] = '\0';
+                t.n_cgroups = NS_CGROUPS_MAX + 1;
+                CHECK(registry_entry_to_json(&t, &text) == -EINVAL);
+                t.n_cgroups = NS_CGROUPS_MAX;
+                t.mounts = NULL;
+                t.n_mounts = 0;
+                ns_entry_done(&t);
+        }
+        {
+                struct json_object *a = json_object_new_array();
+
+                for (unsigned i = 0; i <= NS_CGROUPS_MAX; i++) {
+                        struct json_object *o = json_object_new_object();
+
+                        json_object_object_add(o, "id", STR("1"));
+                        json_object_object_add(o, "parent", STR("0"));
+                        json_object_object_add(o, "path", STR("/x"));
+                        json_object_object_add(o, "created", BOOL(false));
+                        json_object_object_add(o, "pending", BOOL(false));
+                        json_object_array_add(a, o);
+                }
+                check_field_rejected("cgroups", a);
+        }
+
+        /* A good record, to start from. */
+        {
+                NsEntry t;
+                char *good = with_cgroup(STR("5"), STR("0"), STR("/x"), BOOL(false), BOOL(false));
+
+                CHECK(registry_entry_from_json(good, &t) == 0);
+                CHECK(t.n_cgroups == 1 && t.cgroups[0].id == 5 && strcmp(t.cgroups[0].path, "/x") == 0);
+                ns_entry_done(&t);
+                free(good);
+        }
+        /* Each field missing, or of another type, or out of range. */
+        check_cgroup_rejected(with_cgroup(NULL, STR("0"), STR("/x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), NULL, STR("/x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), NULL, BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/x"), NULL, BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/x"), BOOL(false), NULL));
+        check_cgroup_rejected(with_cgroup(json_object_new_int(5), STR("0"), STR("/x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("-5"), STR("0"), STR("/x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0x1"), STR("/x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), json_object_new_int(1), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR(""), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), json_object_new_string_len("/a\0b", 4),
+                                          BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/a\tb"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/a\xff" "b"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/x"), json_object_new_int(0), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/x"), BOOL(false), STR("false")));
+        /* Unknown id without being a pending leaf of a known parent. */
+        check_cgroup_rejected(with_cgroup(STR("0"), STR("0"), STR("/x"), BOOL(false), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("0"), STR("3"), STR("/x"), BOOL(true), BOOL(false)));
+        check_cgroup_rejected(with_cgroup(STR("0"), STR("3"), STR("/x/.."), BOOL(true), BOOL(true)));
+        check_cgroup_rejected(with_cgroup(STR("5"), STR("0"), STR("/x"), BOOL(true), BOOL(false)));
+        check_field_rejected("cgroups", json_object_new_object());
+        check_field_rejected("cgroups", STR("/x"));
+        {
+                struct json_object *a = json_object_new_array();
+
+                json_object_array_add(a, STR("/x"));
+                check_field_rejected("cgroups", a);
+        }
+        /* One cgroup, one record. */
+        {
+                struct json_object *a = json_object_new_array();
+
+                for (unsigned i = 0; i < 2; i++) {
+                        struct json_object *o = json_object_new_object();
+
+                        json_object_object_add(o, "id", STR("9"));
+                        json_object_object_add(o, "parent", STR("0"));
+                        json_object_object_add(o, "path", STR(i ? "/y" : "/x"));
+                        json_object_object_add(o, "created", BOOL(false));
+                        json_object_object_add(o, "pending", BOOL(false));
+                        json_object_array_add(a, o);
+                }
+                check_field_rejected("cgroups", a);
+        }
+        ns_entry_done(&e);
+}
+
 static void test_json_rejects(void) {
         static const char *const fields[] = {
                 "id", "inode", "name", "owner", "kind", "uid_start", "gid_start", "size", "target",
@@ -471,12 +735,18 @@ static void test_on_disk(void) {
         _cleanup_free_ char *index = test_path_join(state, "index");
         NsEntry transient = sample_entry(), pending, self, registered;
         uint64_t transient_mounts[] = { UINT64_C(0x8000000000000001), 42 };
+        NsCgroup transient_cgroups[] = {
+                { .id = 77, .path = (char *) "/user.slice/box" },
+                { .parent_id = 78, .created = true, .pending = true, .path = (char *) "/p/nsresd-1000-one" },
+        };
         Registry *reg = NULL;
         Seen seen = {};
 
         transient.id = 1000;
         transient.mounts = transient_mounts;
         transient.n_mounts = ELEMENTSOF(transient_mounts);
+        transient.cgroups = transient_cgroups;
+        transient.n_cgroups = ELEMENTSOF(transient_cgroups);
         transient.pending = false;
         transient.uid_start = transient.gid_start = 589824;
         strcpy(transient.name, "1000-one");
@@ -652,6 +922,7 @@ int main(void) {
         RUN_TEST(test_json_round_trip);
         RUN_TEST(test_json_rejects);
         RUN_TEST(test_json_mounts);
+        RUN_TEST(test_json_cgroups);
         RUN_TEST(test_on_disk);
         return EXIT_SUCCESS;
 }
