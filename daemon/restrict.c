@@ -203,9 +203,10 @@ int restrictor_open(const char *bpf_dir, const struct restrict_pool *pools, size
 
                         if (asprintf(&path, "%s/%s", rs->pin_dir, pinned_maps[i]) < 0)
                                 return -ENOMEM;
-                        /* libbpf reuses a compatible pin and pins a new map
-                         * otherwise: namespaces restricted by the previous
-                         * run stay restricted. */
+                        /* libbpf reuses the map pinned there (namespaces
+                         * restricted by the previous run stay restricted),
+                         * pins a new one where there is none, and fails on
+                         * an incompatible one: see RESTRICT_PIN_DIR. */
                         r = bpf_map__set_pin_path(maps[i], path);
                         if (r < 0)
                                 return reason(ret_reason, r, "Cannot pin '%s': %m", path);
