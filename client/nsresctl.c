@@ -660,6 +660,8 @@ enum {
         ARG_TARGET,
         ARG_MANGLE,
         ARG_CGROUP,
+        ARG_NET,
+        ARG_IFNAME,
 };
 
 /* Accepted by every command, after the command as well as before it. */
@@ -707,6 +709,11 @@ static void help(void) {
                "                          nsresd in PATH (a cgroup you own, in whose\n"
                "                          subtree nsresctl runs) and delegated to the\n"
                "                          namespace\n"
+               "     --net                Run CMD in a network namespace of its own, with\n"
+               "                          a veth pair made by nsresd: its end inside is\n"
+               "                          IFNAME, the host end is down until the host's\n"
+               "                          network configuration takes it up\n"
+               "     --ifname=IFNAME      The name of the veth inside (default: host0)\n"
                "\n"
                "Exit status: 0 on success, 1 on failure, 2 on wrong usage. run exits with\n"
                "the status of CMD (128+N if it was killed by signal N), 126 if CMD could not\n"
@@ -1037,7 +1044,7 @@ typedef struct RunReport {
 } RunReport;
 
 static const char *const run_step_text[] = {
-        [RUN_STEP_USERNS] = "create a user namespace",
+        [RUN_STEP_USERNS] = "create a user namespace (and a network namespace with --net)",
         [RUN_STEP_CGROUP] = "move into the delegated control group",
         [RUN_STEP_MOUNTNS] = "create a mount namespace",
         [RUN_STEP_PROPAGATION] = "make mounts private in the new mount namespace",
@@ -1055,6 +1062,8 @@ typedef struct RunArgs {
         char **command;
         const char *cgroup;     /* --cgroup: where the namespace's leaf is made */
         int cgroup_fd;          /* ... opened before the child is forked */
+        bool net;               /* --net: a network namespace with a veth */
+        const char *ifname;     /* --ifname: the veth's name inside; NULL: the service's default */
 } RunArgs;
 
 /* What the parent sends once the namespace is ready: "go", and what the
@@ -1151,7 +1160,9 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
         if (getppid() != parent)
                 _exit(EXIT_FAILURE);
 
-        if (unshare(CLONE_NEWUSER) < 0)
+        /* In one call: the network namespace then belongs to the new user
+         * namespace, which the service checks before it puts a veth in. */
+        if (unshare(CLONE_NEWUSER | (a->net ? CLONE_NEWNET : 0)) < 0)
                 run_child_fail(report_fd, RUN_STEP_USERNS, errno);
 
         if (write_full(report_fd, &report, sizeof(report)) < 0)
@@ -1260,6 +1271,54 @@ static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *r
         return 0;
 }
 
+/* A veth whose peer the service creates in the child's network namespace. */
+static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child, char **ret_host,
+                       char **ret_inside) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_close_ int netns_fd = -1;
+        const char *host, *inside;
+        char proc_path[64];
+        int r;
+
+        snprintf(proc_path, sizeof(proc_path), "/proc/%d/ns/net", (int) child);
+        netns_fd = open(proc_path, O_RDONLY | O_CLOEXEC);
+        if (netns_fd < 0) {
+                r = -errno;
+                log_error_msg("Failed to open %s: %m", proc_path);
+                return r;
+        }
+
+        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           "AddNetworkToUserNamespace");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "hhst", userns_fd, netns_fd, a->ifname ?: "", UINT64_C(0));
+        if (r >= 0)
+                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
+        if (r < 0) {
+                log_error_msg("Failed to build the request: %s", strerror(-r));
+                return r;
+        }
+
+        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
+        if (r < 0) {
+                log_bus_error(&error, r, "Failed to add a network interface");
+                return r;
+        }
+        r = sd_bus_message_read(reply, "ss", &host, &inside);
+        if (r < 0) {
+                log_error_msg("Failed to parse the reply of AddNetworkToUserNamespace: %s", strerror(-r));
+                return r;
+        }
+        *ret_host = strdup(host);
+        *ret_inside = strdup(inside);
+        if (!*ret_host || !*ret_inside) {
+                log_error_msg("Out of memory.");
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 /* Forwards termination signals to the command until it exits, then returns
  * its exit status the way a shell reports it. Signals a terminal sends reach
  * the command directly (same process group) and are not sent twice. */
@@ -1307,7 +1366,7 @@ static int run_command(const RunArgs *a) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
-        _cleanup_free_ char *cgroup_path = NULL;
+        _cleanup_free_ char *cgroup_path = NULL, *host_ifname = NULL, *inside_ifname = NULL;
         const char *path, *final_name;
         uint32_t uid_start, gid_start;
         char proc_path[64];
@@ -1384,6 +1443,8 @@ static int run_command(const RunArgs *a) {
                         r = allocate_range(bus, a, userns_fd, &reply);
                 if (r >= 0 && a->cgroup)
                         r = delegate_cgroup(bus, a, userns_fd, go.cgroup_leaf, sizeof(go.cgroup_leaf), &cgroup_path);
+                if (r >= 0 && a->net)
+                        r = add_network(bus, a, userns_fd, child, &host_ifname, &inside_ifname);
                 if (r < 0) {
                         run_kill_child(child);
                         return EXIT_FAILURE;
@@ -1407,6 +1468,9 @@ static int run_command(const RunArgs *a) {
                         final_name, uids, gids, inside, path);
                 if (cgroup_path)
                         fprintf(stderr, "nsresctl: Control group %s delegated to '%s'\n", cgroup_path, final_name);
+                if (host_ifname)
+                        fprintf(stderr, "nsresctl: Network interface %s inside, %s on the host\n",
+                                inside_ifname, host_ifname);
         }
 
         /* From "go" on we only relay signals; block them first so none is
@@ -1469,6 +1533,8 @@ static int verb_run(int argc, char *argv[]) {
                 { "target",     required_argument, NULL, ARG_TARGET     },
                 { "mangle",     no_argument,       NULL, ARG_MANGLE     },
                 { "cgroup",     required_argument, NULL, ARG_CGROUP     },
+                { "net",        no_argument,       NULL, ARG_NET        },
+                { "ifname",     required_argument, NULL, ARG_IFNAME     },
                 {}
         };
         _cleanup_free_ char *default_name = NULL;
@@ -1530,6 +1596,16 @@ static int verb_run(int argc, char *argv[]) {
                         }
                         a.cgroup = optarg;
                         break;
+                case ARG_NET:
+                        a.net = true;
+                        break;
+                case ARG_IFNAME:
+                        if (!*optarg) {
+                                log_error_msg("--ifname= must not be empty.");
+                                return EXIT_USAGE;
+                        }
+                        a.ifname = optarg;
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
@@ -1550,6 +1626,15 @@ static int verb_run(int argc, char *argv[]) {
                 a.size = 1;
         } else if (!size_given)
                 a.size = DEFAULT_RANGE_SIZE;
+
+        if (a.ifname && !a.net) {
+                log_error_msg("--ifname names the interface --net adds; it needs --net.");
+                return EXIT_USAGE;
+        }
+        if (a.net && (a.flags & ALLOCATE_FLAG_SELF)) {
+                log_error_msg("--net needs a range of the namespace's own; it cannot be combined with --self.");
+                return EXIT_USAGE;
+        }
 
         if (a.cgroup) {
                 /* A delegated cgroup is owned by the namespace's own first

@@ -244,6 +244,94 @@ static int method_add_cgroup(sd_bus_message *message, void *userdata, sd_bus_err
         return request_start_add_cgroup(m, message, ns, &fd, &info, flags & ADD_CGROUP_CREATE_CHILD, error);
 }
 
+/* What AddNetworkToUserNamespace and AddTapToUserNamespace check first:
+ * the namespace, and that links can be made for it at all. */
+static int find_namespace_for_netif(Manager *m, int userns_fd, Namespace **ret, sd_bus_error *error) {
+        Namespace *ns = NULL;
+        int r;
+
+        r = find_namespace_by_fd(m, userns_fd, &ns, error);
+        if (r < 0)
+                return r;
+        /* A tap is owned by the namespace's first ids, and both kinds count
+         * against limits that only transient ranges are given. */
+        if (ns->e.kind != NS_KIND_TRANSIENT)
+                return sd_bus_error_setf(error, ERROR_PREFIX "NoUserRange",
+                                         "User namespace '%s' maps its owner's own ids (kind %s), not a transient "
+                                         "range: network interfaces are only made for namespaces with a range of "
+                                         "their own", ns->e.name, ns_kind_to_string(ns->e.kind));
+        if (!m->netif_key_loaded)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotSupported",
+                                        "The service could not load the key it names network interfaces with "
+                                        "(see its log), so it makes none");
+        *ret = ns;
+        return 0;
+}
+
+static int method_add_network(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        Namespace *ns = NULL;
+        const char *ifname;
+        uint64_t flags, owner_id;
+        int userns_fd, netns_fd, r;
+
+        r = sd_bus_message_read(message, "hhst", &userns_fd, &netns_fd, &ifname, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~ADD_NETIF_FLAGS_ALL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx64, flags & ~ADD_NETIF_FLAGS_ALL);
+
+        r = find_namespace_for_netif(m, userns_fd, &ns, error);
+        if (r < 0)
+                return r;
+
+        r = netns_get_owner_id(netns_fd, &owner_id);
+        if (r == -EMEDIUMTYPE)
+                return sd_bus_error_set(error, ERROR_PREFIX "NotANetworkNamespace",
+                                        "The file descriptor is not a network namespace (pass an fd of "
+                                        "/proc/PID/ns/net)");
+        if (r == -EXDEV)
+                owner_id = 0;
+        else if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "Failed to inspect the network namespace: %m");
+        /* The peer is created inside it with the service's privileges: it
+         * must be the namespace's own, not one that some other user
+         * namespace (the host's, say) owns. */
+        if (owner_id != ns->e.id)
+                return sd_bus_error_setf(error, ERROR_PREFIX "WrongNetworkNamespace",
+                                         "The network namespace does not belong to user namespace '%s': create it "
+                                         "from inside that user namespace (unshare(CLONE_NEWNET) there)",
+                                         ns->e.name);
+
+        if (ifname[0] && !netif_name_is_valid(ifname))
+                return sd_bus_error_set(error, ERROR_PREFIX "InvalidInterfaceName",
+                                        "Invalid interface name: use 1-15 printable ASCII characters without "
+                                        "spaces, '/', ':' or '%', and not '.' or '..' (or an empty name for "
+                                        "\"" NETIF_DEFAULT_IFNAME "\")");
+
+        return request_start_add_netif(m, message, ns, netns_fd, ifname, error);
+}
+
+static int method_add_tap(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        Namespace *ns = NULL;
+        uint64_t flags;
+        int userns_fd, r;
+
+        r = sd_bus_message_read(message, "ht", &userns_fd, &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~ADD_NETIF_FLAGS_ALL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx64, flags & ~ADD_NETIF_FLAGS_ALL);
+
+        r = find_namespace_for_netif(m, userns_fd, &ns, error);
+        if (r < 0)
+                return r;
+        return request_start_add_netif(m, message, ns, -EBADF, NULL, error);
+}
+
 static int method_list(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
@@ -353,11 +441,22 @@ static int property_get_ns_uid(sd_bus *bus, const char *path, const char *interf
         return sd_bus_message_append(reply, "u", (uint32_t) ns->e.owner);
 }
 
-static int property_get_empty_strv(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
-        /* Delegated links are not handed out yet. */
-        return sd_bus_message_append(reply, "as", 0);
+static int property_get_ns_netifs(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Namespace *ns = userdata;
+        int r;
+
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < ns->e.n_netifs; i++) {
+                r = sd_bus_message_append(reply, "s", ns->e.netifs[i].host);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 static int property_get_ns_cgroups(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -432,6 +531,14 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_ARGS("h", userns, "h", cgroup, "t", flags),
                                 SD_BUS_RESULT("s", cgroup_path),
                                 method_add_cgroup, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddNetworkToUserNamespace",
+                                SD_BUS_ARGS("h", userns, "h", netns, "s", namespace_ifname, "t", flags),
+                                SD_BUS_RESULT("s", host_ifname, "s", namespace_ifname),
+                                method_add_network, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddTapToUserNamespace",
+                                SD_BUS_ARGS("h", userns, "t", flags),
+                                SD_BUS_RESULT("s", host_ifname, "h", tap),
+                                method_add_tap, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListUserNamespaces",
                                 SD_BUS_ARGS("t", flags),
                                 SD_BUS_RESULT("a(ostuuuu)", namespaces),
@@ -458,7 +565,7 @@ static const sd_bus_vtable userns_vtable[] = {
         SD_BUS_PROPERTY("Kind", "s", property_get_ns_kind, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Namespace, e.created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ControlGroups", "as", property_get_ns_cgroups, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_empty_strv, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_ns_netifs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Mounts", "at", property_get_ns_mounts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("BpfDelegated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,

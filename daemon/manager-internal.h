@@ -19,6 +19,7 @@
 #include "config.h"
 #include "hashmap.h"
 #include "manager.h"
+#include "netif.h"
 #include "registry.h"
 #include "restrict.h"
 #include "track.h"
@@ -38,6 +39,9 @@
 
 #define ADD_CGROUP_CREATE_CHILD (UINT64_C(1) << 0)
 #define ADD_CGROUP_FLAGS_ALL ADD_CGROUP_CREATE_CHILD
+
+/* AddNetworkToUserNamespace and AddTapToUserNamespace take no flags yet. */
+#define ADD_NETIF_FLAGS_ALL UINT64_C(0)
 
 /* Requests in flight from all callers together: one per helper process at
  * most, so this also bounds the processes the daemon forks. */
@@ -90,6 +94,7 @@ typedef struct Namespace {
         HeldMount *held_mounts; /* never persisted: they end with the service */
         unsigned n_held_mounts;
         unsigned cgroups_reserved;      /* cgroup slots held by requests in flight */
+        unsigned netifs_reserved;       /* link slots held by requests in flight */
 } Namespace;
 
 typedef enum RequestKind {
@@ -97,6 +102,7 @@ typedef enum RequestKind {
         REQUEST_REGISTER,
         REQUEST_ADD_MOUNT,
         REQUEST_ADD_CGROUP,
+        REQUEST_ADD_NETIF,
 } RequestKind;
 
 typedef struct CallQueue {
@@ -133,6 +139,7 @@ struct Manager {
         Hashmap *identifying;   /* unique bus name -> SenderQueue */
         Hashmap *cgroups;       /* u64 cgroup id -> Namespace it is delegated to */
         Hashmap *cgroup_removals;       /* u64 cgroup id -> CgroupRemoval still to finish */
+        Hashmap *netifs_per_owner;      /* uid -> links recorded or being made, stored as a pointer */
         CallQueue polkit_calls;
         CallQueue lookup_calls;
         unsigned n_requests;
@@ -140,6 +147,8 @@ struct Manager {
         uint64_t own_userns_id;
         int nsfs_fd;            /* our own user namespace: any nsfs fd opens handles */
         CgroupMount cgroup_mount;       /* .fd < 0 until a cgroup2 mount is found */
+        uint8_t netif_key[NETIF_KEY_SIZE];
+        bool netif_key_loaded;
 
         sd_event_source *teardown_source;
         sd_event_source *sweep_timer;
@@ -159,6 +168,7 @@ struct Manager {
         char *fault_helper_stop;
         char *fault_kill_after_cgroup_record;
         char *fault_kill_after_cgroup_create;
+        char *fault_kill_after_netif_record;
         bool fault_no_bpf;
         bool fault_no_cgroup_kill;
 };
@@ -192,6 +202,22 @@ int namespace_check_cgroup(Manager *m, const Namespace *ns, int fd, const Cgroup
 int namespace_add_cgroup(Manager *m, Namespace *ns, int fd, const CgroupInfo *info, bool create, char **ret_path);
 /* The name of the leaf made for ns with CREATE_CHILD. */
 void namespace_cgroup_leaf_name(const Namespace *ns, char *buf, size_t size);
+/* Links recorded for, or being made for, namespaces of uid. */
+unsigned manager_owner_netifs(Manager *m, uid_t uid);
+int manager_owner_netifs_add(Manager *m, uid_t uid, int delta);
+/* Links in the namespace, and slots held by calls in flight. */
+unsigned namespace_n_netifs(const Namespace *ns);
+/* Forget links that no longer exist (a tap whose last fd was closed, a
+ * veth whose netns died): they hold no slot. */
+void namespace_prune_netifs(Manager *m, Namespace *ns);
+/* Record, then create a veth (netns_fd, ifname) or a tap (netns_fd < 0;
+ * its fd in *ret_tap_fd). The host name in ret_host, the peer's name or
+ * the tap's label in ret_inside. -E2BIG past the namespace's limit,
+ * -EEXIST if the name is taken (recorded for ns already, in the netns, or
+ * on the host), or what netif_create_*() says. */
+int namespace_add_netif(Manager *m, Namespace *ns, NsNetifKind kind, int netns_fd, const char *ifname,
+                        char ret_host[static NETIF_NAME_SIZE], char ret_inside[static NETIF_NAME_SIZE],
+                        int *ret_tap_fd);
 void emit_manager_counts(Manager *m);
 void manager_index_dirty(Manager *m);
 int manager_refresh_claims(Manager *m);
@@ -211,6 +237,11 @@ int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace
  * *cgroup_fd and *info; the cgroup is checked once the caller is known. */
 int request_start_add_cgroup(Manager *m, sd_bus_message *message, Namespace *ns, int *cgroup_fd,
                              CgroupInfo *info, bool create, sd_bus_error *error);
+/* AddNetworkToUserNamespace (netns_fd >= 0, duplicated) or
+ * AddTapToUserNamespace (netns_fd < 0): takes a link slot of ns and of its
+ * owner at once, so that the limits hold for calls in flight. */
+int request_start_add_netif(Manager *m, sd_bus_message *message, Namespace *ns, int netns_fd, const char *ifname,
+                            sd_bus_error *error);
 /* Drop a request in flight without answering it (the service stops). */
 void request_abandon(Request *req);
 /* Kill and reap helpers still running: they may run on memory we own. */

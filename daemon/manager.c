@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,9 @@
 
 static_assert(NS_MOUNTS_MAX == RESTRICT_MAX_MOUNTS, "a namespace's mounts must fit the restriction's map");
 static_assert(NS_CGROUPS_MAX >= CONFIG_CONTROL_GROUPS_MAX, "MaxControlGroups= must fit a registry entry");
+static_assert(NS_NETIF_NAME_SIZE == NETIF_NAME_SIZE, "a recorded link name must hold any link name");
+static_assert((int) NS_NETIF_VETH == (int) NETIF_VETH && (int) NS_NETIF_TAP == (int) NETIF_TAP,
+              "recorded link kinds are the network module's");
 
 uint64_t now_realtime_usec(void) {
         struct timespec ts;
@@ -320,6 +324,196 @@ fail:
         ns_entry_remove_cgroup(&ns->e, index);
         (void) registry_save(m->registry, &ns->e);
         return r;
+}
+
+/* ---- network links ------------------------------------------------------ */
+
+unsigned manager_owner_netifs(Manager *m, uid_t uid) {
+        return (unsigned) (uintptr_t) hashmap_get_u64(m->netifs_per_owner, uid);
+}
+
+int manager_owner_netifs_add(Manager *m, uid_t uid, int delta) {
+        unsigned n = manager_owner_netifs(m, uid);
+
+        /* Never below zero, whatever went wrong before. */
+        n = delta < 0 && (unsigned) -delta > n ? 0 : n + delta;
+        hashmap_remove_u64(m->netifs_per_owner, uid);
+        if (n == 0)
+                return 0;
+        return hashmap_put_u64(m->netifs_per_owner, uid, (void *) (uintptr_t) n);
+}
+
+unsigned namespace_n_netifs(const Namespace *ns) {
+        return ns->e.n_netifs + ns->netifs_reserved;
+}
+
+/* Whether the host has a link that carries this name as its name: the
+ * kernel also finds links by their alternative names. */
+static bool host_link_exists(const char *host) {
+        char name[IF_NAMESIZE];
+        unsigned index;
+
+        index = if_nametoindex(host);
+        if (index == 0)
+                return false;
+        return if_indextoname(index, name) && strcmp(name, host) == 0;
+}
+
+void namespace_prune_netifs(Manager *m, Namespace *ns) {
+        unsigned dropped = 0;
+        int r;
+
+        for (unsigned i = 0; i < ns->e.n_netifs;) {
+                const NsNetif *n = &ns->e.netifs[i];
+
+                if (host_link_exists(n->host)) {
+                        i++;
+                        continue;
+                }
+                log_info("%s '%s' ('%s') of '%s' is gone, forgetting it",
+                         n->kind == NS_NETIF_TAP ? "Tap" : "Veth", n->host, n->inside, ns->e.name);
+                ns_entry_remove_netif(&ns->e, i);
+                dropped++;
+        }
+        if (dropped == 0)
+                return;
+        (void) manager_owner_netifs_add(m, ns->e.owner, -(int) dropped);
+        r = registry_save(m->registry, &ns->e);
+        if (r < 0)
+                log_warning_errno(r, "Failed to update the registry entry of '%s': %m", ns->e.name);
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, ns->path, USERNS_IFACE, "NetworkInterfaces", NULL);
+}
+
+/* The first "tapN" no tap of the namespace is labelled with: names stay
+ * short and, unlike a counter, do not grow without bound. */
+static void tap_label(const Namespace *ns, char ret[static NETIF_NAME_SIZE]) {
+        for (unsigned k = 0;; k++) {
+                bool taken = false;
+
+                snprintf(ret, NETIF_NAME_SIZE, "tap%u", k);
+                for (unsigned i = 0; i < ns->e.n_netifs && !taken; i++)
+                        taken = ns->e.netifs[i].kind == NS_NETIF_TAP && strcmp(ns->e.netifs[i].inside, ret) == 0;
+                if (!taken)
+                        return;
+        }
+}
+
+int namespace_add_netif(Manager *m, Namespace *ns, NsNetifKind kind, int netns_fd, const char *ifname,
+                        char ret_host[static NETIF_NAME_SIZE], char ret_inside[static NETIF_NAME_SIZE],
+                        int *ret_tap_fd) {
+        _cleanup_close_ int tap_fd = -EBADF;
+        char host[NETIF_NAME_SIZE];
+        NsNetif record = { .kind = kind };
+        int r;
+
+        assert(entry_is_transient(&ns->e));
+        assert(m->netif_key_loaded);
+
+        if (ns->e.n_netifs >= m->config.max_network_interfaces || ns->e.n_netifs >= NS_NETIFS_MAX)
+                return -E2BIG;
+
+        if (kind == NS_NETIF_TAP)
+                tap_label(ns, record.inside);
+        else
+                snprintf(record.inside, sizeof(record.inside), "%s",
+                         ifname && ifname[0] ? ifname : NETIF_DEFAULT_IFNAME);
+        r = netif_host_name(m->netif_key, (NetifKind) kind, ns->e.id, ns->e.name, record.inside, record.host);
+        if (r < 0)
+                return r;
+        /* Asked for twice: the link is there already, and it is not to be
+         * deleted as the leftover of a failed attempt below. */
+        if (ns_entry_find_netif(&ns->e, record.host) >= 0)
+                return -EEXIST;
+
+        /* Recorded before the link exists: whenever the service dies from
+         * here on, the next start finds the record, and so the link if it
+         * was made. A link without a record would outlive the namespace. */
+        r = ns_entry_add_netif(&ns->e, &record);
+        if (r < 0)
+                return r;
+        r = registry_save(m->registry, &ns->e);
+        if (r < 0) {
+                ns_entry_remove_netif(&ns->e, ns->e.n_netifs - 1);
+                return r;
+        }
+        if (fault_matches(m->fault_kill_after_netif_record, ns->e.name)) {
+                log_notice("Fault injection: killing the daemon after recording link '%s' of '%s'",
+                           record.host, ns->e.name);
+                raise(SIGKILL);
+        }
+
+        if (kind == NS_NETIF_TAP)
+                r = netif_create_tap(&(NetifTapParams) {
+                                .key = m->netif_key,
+                                .ns_id = ns->e.id,
+                                .ns_name = ns->e.name,
+                                .label = record.inside,
+                                .uid = ns->e.uid_start,
+                                .gid = ns->e.gid_start,
+                        }, &tap_fd, host);
+        else
+                r = netif_create_veth(&(NetifVethParams) {
+                                .key = m->netif_key,
+                                .ns_id = ns->e.id,
+                                .ns_name = ns->e.name,
+                                .netns_fd = netns_fd,
+                                .ifname = record.inside,
+                        }, host);
+        if (r >= 0 && strcmp(host, record.host) != 0) {
+                /* netif_host_name() and the create functions agree by
+                 * construction; a link under a name we did not record must
+                 * not stay. */
+                log_error("Link '%s' of '%s' was created as '%s', deleting it", record.host, ns->e.name, host);
+                closep(&tap_fd);
+                tap_fd = -EBADF;
+                (void) netif_delete(host);
+                r = -EIO;
+        }
+        if (r < 0) {
+                /* Nothing is left behind by a failed create. */
+                int k = ns_entry_find_netif(&ns->e, record.host);
+
+                if (k >= 0)
+                        ns_entry_remove_netif(&ns->e, (unsigned) k);
+                (void) registry_save(m->registry, &ns->e);
+                return r;
+        }
+
+        if (kind == NS_NETIF_TAP)
+                log_info("Tap '%s' ('%s') made for '%s', owned by %" PRIu32 ":%" PRIu32,
+                         record.host, record.inside, ns->e.name, ns->e.uid_start, ns->e.gid_start);
+        else
+                log_info("Veth '%s' made for '%s', its peer is '%s' in the namespace's network namespace",
+                         record.host, ns->e.name, record.inside);
+        if (m->bus)
+                (void) sd_bus_emit_properties_changed(m->bus, ns->path, USERNS_IFACE, "NetworkInterfaces", NULL);
+        memcpy(ret_host, record.host, NETIF_NAME_SIZE);
+        memcpy(ret_inside, record.inside, NETIF_NAME_SIZE);
+        if (ret_tap_fd)
+                *ret_tap_fd = TAKE_FD(tap_fd);
+        return 0;
+}
+
+/* A veth goes with its network namespace, which cannot outlive the user
+ * namespace that owns it; deleting it here only wins the race with the
+ * kernel. A tap lives in the host's network namespace for as long as
+ * anyone holds its fd, and is owned by ids that are handed out again now:
+ * it must go. */
+static void namespace_remove_netifs(Manager *m, Namespace *ns) {
+        for (unsigned i = 0; i < ns->e.n_netifs; i++) {
+                const NsNetif *n = &ns->e.netifs[i];
+                int r;
+
+                r = netif_delete(n->host);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to delete %s '%s' of '%s': %m",
+                                          ns_netif_kind_to_string(n->kind), n->host, ns->e.name);
+                else
+                        log_info("Deleted %s '%s' ('%s') of '%s' (or it was gone)",
+                                 ns_netif_kind_to_string(n->kind), n->host, n->inside, ns->e.name);
+        }
+        (void) manager_owner_netifs_add(m, ns->e.owner, -(int) ns->e.n_netifs);
 }
 
 typedef struct CgroupRemoval {
@@ -625,6 +819,7 @@ static void namespace_release(Manager *m, Namespace *ns, const char *why) {
         hashmap_remove_u64(m->suspects, ns->e.id);
         /* Before the range is free again: their directories are its ids'. */
         namespace_remove_cgroups(m, ns);
+        namespace_remove_netifs(m, ns);
         if (m->tracker)
                 (void) tracker_remove(m->tracker, ns->e.id);
         /* Proven dead (or never mapped): nothing can write with its ids any more. */
@@ -910,6 +1105,8 @@ static void on_registry_entry(const NsEntry *e, void *userdata) {
         /* Counted even past the limit (it may have been lowered): these exist. */
         if (allocator_owner_charge_force(m->allocator, e->owner) < 0)
                 log_error("Out of memory counting '%s' for its owner", e->name);
+        if (manager_owner_netifs_add(m, e->owner, (int) e->n_netifs) < 0)
+                log_error("Out of memory counting the links of '%s' for its owner", e->name);
 }
 
 static void on_registry_corrupt(const char *file, uint32_t uid_start, uint32_t size, void *userdata) {
@@ -1026,6 +1223,23 @@ static void finish_pending_cgroups(Manager *m) {
                 if (r < 0)
                         log_warning_errno(r, "Failed to update the registry entry of '%s': %m", ns->e.name);
         }
+}
+
+/* Runs after the sweep: every namespace left lives. A record whose link
+ * does not exist is dropped: the service died between recording and
+ * creating it (that call got no answer, so nobody expects the link), or
+ * the link went away by itself (a tap whose fd was closed, a veth whose
+ * network namespace died). Creating the link now instead would hand the
+ * namespace a link that nobody asked for any more, and a tap needs a
+ * caller to take its fd. */
+static void finish_pending_netifs(Manager *m) {
+        _cleanup_free_ Namespace **list = NULL;
+        size_t n;
+
+        if (collect_namespaces(m, &list, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++)
+                namespace_prune_netifs(m, list[i]);
 }
 
 static bool namespace_is_known(uint64_t ns_id, void *userdata) {
@@ -1168,6 +1382,8 @@ static void parse_faults(Manager *m) {
                         m->fault_kill_after_cgroup_record = strdup(t + 25);
                 else if (strncmp(t, "kill-after-cgroup-create:", 25) == 0)
                         m->fault_kill_after_cgroup_create = strdup(t + 25);
+                else if (strncmp(t, "kill-after-netif-record:", 24) == 0)
+                        m->fault_kill_after_netif_record = strdup(t + 24);
                 else if (strcmp(t, "no-bpf") == 0)
                         m->fault_no_bpf = true;
                 else if (strcmp(t, "no-cgroup-kill") == 0)
@@ -1232,7 +1448,9 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->identifying = hashmap_new_string();
         m->cgroups = hashmap_new_u64();
         m->cgroup_removals = hashmap_new_u64();
-        if (!m->helpers || !m->suspects || !m->identifying || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
+        m->netifs_per_owner = hashmap_new_u64();
+        if (!m->netifs_per_owner ||
+            !m->helpers || !m->suspects || !m->identifying || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
             !m->pending_ids || !m->pending_names || !m->requests_per_caller || !m->cgroups || !m->cgroup_removals) {
                 manager_free(m);
                 return -ENOMEM;
@@ -1300,6 +1518,14 @@ int manager_start(Manager *m) {
         r = registry_open(m->state_dir, &m->registry);
         if (r < 0)
                 return log_error_errno(r, "Failed to open the registry under '%s': %m", m->state_dir);
+        /* Without the key no host name can be computed; everything else works. */
+        r = netif_key_load(m->state_dir, m->netif_key);
+        if (r < 0)
+                log_warning_errno(r, "Failed to load or create the key for link names in '%s', network links "
+                                  "cannot be made: %m", m->state_dir);
+        else
+                m->netif_key_loaded = true;
+
         r = registry_load(m->registry, &(RegistryLoadCallbacks) {
                                   .entry = on_registry_entry,
                                   .corrupt = on_registry_corrupt,
@@ -1355,6 +1581,7 @@ int manager_start(Manager *m) {
         /* Every entry is proven alive or dead now, events or not. */
         manager_sweep(m, "namespace destroyed while the service was down");
         finish_pending_cgroups(m);
+        finish_pending_netifs(m);
 
         r = sd_event_add_time_relative(m->event, &m->sweep_timer, CLOCK_MONOTONIC,
                                        m->tracker ? BACKSTOP_SWEEP_USEC : POLL_INTERVAL_USEC, TIMER_ACCURACY_USEC,
@@ -1452,6 +1679,7 @@ Manager *manager_free(Manager *m) {
         hashmap_free(m->identifying);
         hashmap_free(m->cgroups);
         hashmap_free(m->cgroup_removals);
+        hashmap_free(m->netifs_per_owner);
         cgroup_mount_done(&m->cgroup_mount);
         caller_uids_clear(m);
         if (m->nsfs_fd >= 0)
@@ -1462,6 +1690,7 @@ Manager *manager_free(Manager *m) {
         free(m->fault_helper_stop);
         free(m->fault_kill_after_cgroup_record);
         free(m->fault_kill_after_cgroup_create);
+        free(m->fault_kill_after_netif_record);
         sd_event_unref(m->event);
         free(m);
         return NULL;

@@ -26,7 +26,8 @@
 /* An entry is well under 1 KiB, plus at most 23 bytes for each of
  * NS_MOUNTS_MAX mounts and at most 2 * NS_CGROUP_PATH_MAX + 128 bytes for
  * each of NS_CGROUPS_MAX cgroups (a path has no control characters, so
- * only '"' and '\\' grow when escaped): about 2.1 MiB. Anything larger
+ * only '"' and '\\' grow when escaped), plus at most 64 bytes for each of
+ * NS_NETIFS_MAX links: about 2.2 MiB. Anything larger
  * was not written by us. */
 #define ENTRY_FILE_MAX (4u * 1024u * 1024u)
 
@@ -76,12 +77,22 @@ void ns_entry_done(NsEntry *e) {
         cgroups_free(e->cgroups, e->n_cgroups);
         e->cgroups = NULL;
         e->n_cgroups = 0;
+        free(e->netifs);
+        e->netifs = NULL;
+        e->n_netifs = 0;
 }
 
 int ns_entry_copy(NsEntry *dst, const NsEntry *src) {
         _cleanup_free_ uint64_t *mounts = NULL;
+        _cleanup_free_ NsNetif *netifs = NULL;
         NsCgroup *cgroups = NULL;
 
+        if (src->n_netifs > 0) {
+                netifs = malloc(src->n_netifs * sizeof(NsNetif));
+                if (!netifs)
+                        return -ENOMEM;
+                memcpy(netifs, src->netifs, src->n_netifs * sizeof(NsNetif));
+        }
         if (src->n_mounts > 0) {
                 mounts = malloc(src->n_mounts * sizeof(uint64_t));
                 if (!mounts)
@@ -104,7 +115,78 @@ int ns_entry_copy(NsEntry *dst, const NsEntry *src) {
         *dst = *src;
         dst->mounts = TAKE_PTR(mounts);
         dst->cgroups = cgroups;
+        dst->netifs = TAKE_PTR(netifs);
         return 0;
+}
+
+static const char *const netif_kind_names[_NS_NETIF_KIND_MAX] = {
+        [NS_NETIF_VETH] = "veth",
+        [NS_NETIF_TAP] = "tap",
+};
+
+const char *ns_netif_kind_to_string(NsNetifKind k) {
+        if ((unsigned) k >= _NS_NETIF_KIND_MAX)
+                return NULL;
+        return netif_kind_names[k];
+}
+
+static NsNetifKind ns_netif_kind_from_string(const char *s) {
+        for (unsigned i = 0; i < _NS_NETIF_KIND_MAX; i++)
+                if (strcmp(s, netif_kind_names[i]) == 0)
+                        return (NsNetifKind) i;
+        return (NsNetifKind) -1;
+}
+
+bool ns_netif_name_is_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strnlen(name, NS_NETIF_NAME_SIZE);
+        if (n == 0 || n >= NS_NETIF_NAME_SIZE)
+                return false;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+                return false;
+        for (const char *p = name; *p; p++)
+                if (*p <= ' ' || *p >= 0x7f || *p == '/' || *p == ':' || *p == '%')
+                        return false;
+        return true;
+}
+
+bool ns_netif_is_valid(const NsNetif *n) {
+        return (unsigned) n->kind < _NS_NETIF_KIND_MAX &&
+                ns_netif_name_is_valid(n->host) && ns_netif_name_is_valid(n->inside);
+}
+
+int ns_entry_find_netif(const NsEntry *e, const char *host) {
+        for (unsigned i = 0; i < e->n_netifs; i++)
+                if (strcmp(e->netifs[i].host, host) == 0)
+                        return (int) i;
+        return -1;
+}
+
+int ns_entry_add_netif(NsEntry *e, const NsNetif *n) {
+        NsNetif *p;
+
+        if (!ns_netif_is_valid(n))
+                return -EINVAL;
+        if (ns_entry_find_netif(e, n->host) >= 0)
+                return -EEXIST;
+        if (e->n_netifs >= NS_NETIFS_MAX)
+                return -E2BIG;
+        p = realloc(e->netifs, (e->n_netifs + 1) * sizeof(NsNetif));
+        if (!p)
+                return -ENOMEM;
+        p[e->n_netifs++] = *n;
+        e->netifs = p;
+        return 0;
+}
+
+void ns_entry_remove_netif(NsEntry *e, unsigned index) {
+        if (index >= e->n_netifs)
+                return;
+        memmove(e->netifs + index, e->netifs + index + 1, (e->n_netifs - index - 1) * sizeof(NsNetif));
+        e->n_netifs--;
 }
 
 bool ns_entry_has_mount(const NsEntry *e, uint64_t mnt_id) {
@@ -323,10 +405,26 @@ static int add_cgroup(struct json_object *array, const NsCgroup *c) {
         return r;
 }
 
+static int add_netif(struct json_object *array, const NsNetif *n) {
+        struct json_object *o = json_object_new_object();
+        int r;
+
+        if (!o || json_object_array_add(array, o) < 0) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        r = add_field(o, "host", json_object_new_string(n->host));
+        if (r >= 0)
+                r = add_field(o, "kind", json_object_new_string(ns_netif_kind_to_string(n->kind)));
+        if (r >= 0)
+                r = add_field(o, "inside", json_object_new_string(n->inside));
+        return r;
+}
+
 int registry_entry_to_json(const NsEntry *e, char **ret) {
         static const char hex[] = "0123456789abcdef";
         char handle_hex[2 * NS_HANDLE_MAX + 1];
-        struct json_object *root, *mounts, *cgroups;
+        struct json_object *root, *mounts, *cgroups, *netifs;
         const char *kind, *text;
         char *s = NULL;
         int r = 0;
@@ -337,6 +435,11 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
                 return -EINVAL;
         for (unsigned i = 0; i < e->n_cgroups; i++)
                 if (!ns_cgroup_is_valid(&e->cgroups[i]))
+                        return -EINVAL;
+        if (e->n_netifs > NS_NETIFS_MAX)
+                return -EINVAL;
+        for (unsigned i = 0; i < e->n_netifs; i++)
+                if (!ns_netif_is_valid(&e->netifs[i]))
                         return -EINVAL;
 
         for (unsigned i = 0; i < e->handle_len; i++) {
@@ -401,6 +504,13 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
                 r = add_field(root, "cgroups", cgroups);
                 for (unsigned i = 0; r >= 0 && i < e->n_cgroups; i++)
                         r = add_cgroup(cgroups, &e->cgroups[i]);
+        }
+
+        if (r >= 0) {
+                netifs = json_object_new_array_ext((int) e->n_netifs);
+                r = add_field(root, "netifs", netifs);
+                for (unsigned i = 0; r >= 0 && i < e->n_netifs; i++)
+                        r = add_netif(netifs, &e->netifs[i]);
         }
 
         if (r >= 0) {
@@ -564,6 +674,65 @@ static int get_cgroups(struct json_object *root, NsCgroup **ret, unsigned *ret_n
         return 0;
 }
 
+static int get_name(struct json_object *o, const char *key, char ret[static NS_NETIF_NAME_SIZE]) {
+        struct json_object *s = get_typed(o, key, json_type_string);
+
+        /* A NUL inside would cut the name short. */
+        if (!s || (size_t) json_object_get_string_len(s) >= NS_NETIF_NAME_SIZE ||
+            strlen(json_object_get_string(s)) != (size_t) json_object_get_string_len(s))
+                return -EBADMSG;
+        strcpy(ret, json_object_get_string(s));
+        return 0;
+}
+
+static int get_netif(struct json_object *o, NsNetif *ret) {
+        struct json_object *kind;
+
+        if (!json_object_is_type(o, json_type_object) ||
+            get_name(o, "host", ret->host) < 0 ||
+            get_name(o, "inside", ret->inside) < 0)
+                return -EBADMSG;
+        kind = get_typed(o, "kind", json_type_string);
+        if (!kind)
+                return -EBADMSG;
+        ret->kind = ns_netif_kind_from_string(json_object_get_string(kind));
+        return ns_netif_is_valid(ret) ? 0 : -EBADMSG;
+}
+
+/* Optional, like "mounts": absent in entries written before links could be made. */
+static int get_netifs(struct json_object *root, NsNetif **ret, unsigned *ret_n) {
+        _cleanup_free_ NsNetif *netifs = NULL;
+        struct json_object *o;
+        size_t n;
+
+        if (!json_object_object_get_ex(root, "netifs", &o)) {
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        if (!json_object_is_type(o, json_type_array))
+                return -EBADMSG;
+        n = json_object_array_length(o);
+        if (n > NS_NETIFS_MAX)
+                return -EBADMSG;
+        if (n > 0) {
+                netifs = calloc(n, sizeof(NsNetif));
+                if (!netifs)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (get_netif(json_object_array_get_idx(o, i), &netifs[i]) < 0)
+                        return -EBADMSG;
+                /* One link, one record. */
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(netifs[i].host, netifs[j].host) == 0)
+                                return -EBADMSG;
+        }
+        *ret = TAKE_PTR(netifs);
+        *ret_n = (unsigned) n;
+        return 0;
+}
+
 static int entry_from_object(struct json_object *root, NsEntry *ret) {
         struct json_object *o;
         const char *s;
@@ -647,6 +816,11 @@ static int entry_from_object(struct json_object *root, NsEntry *ret) {
         r = get_cgroups(root, &e.cgroups, &e.n_cgroups);
         if (r < 0) {
                 free(e.mounts);
+                return r;
+        }
+        r = get_netifs(root, &e.netifs, &e.n_netifs);
+        if (r < 0) {
+                ns_entry_done(&e);
                 return r;
         }
 

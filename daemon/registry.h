@@ -33,6 +33,11 @@
 #define NS_CGROUPS_MAX 256u
 #define NS_CGROUP_PATH_MAX 4095u
 
+/* Network links one namespace can be given, whatever MaxNetworkInterfaces=
+ * says: bounds the size of a registry file. IFNAMSIZ is the size of a name. */
+#define NS_NETIFS_MAX 1024u
+#define NS_NETIF_NAME_SIZE 16
+
 typedef enum NsKind {
         NS_KIND_TRANSIENT,
         NS_KIND_SELF,
@@ -50,6 +55,21 @@ typedef struct NsCgroup {
         bool pending;           /* recorded, not delegated yet */
         char *path;             /* relative to the cgroup2 mount, "/..."; the leaf's name is its last part */
 } NsCgroup;
+
+typedef enum NsNetifKind {
+        NS_NETIF_VETH,
+        NS_NETIF_TAP,
+        _NS_NETIF_KIND_MAX,
+} NsNetifKind;
+
+/* A link made with AddNetworkToUserNamespace or AddTapToUserNamespace. It is
+ * recorded before the link is created, so that a crash in between leaves a
+ * record (of a link that may not exist) rather than a link nobody knows of. */
+typedef struct NsNetif {
+        NsNetifKind kind;
+        char host[NS_NETIF_NAME_SIZE];          /* the host end: "ns-" and 12 hex digits */
+        char inside[NS_NETIF_NAME_SIZE];        /* veth: the peer's name in the netns; tap: its label */
+} NsNetif;
 
 typedef struct NsEntry {
         uint64_t id;            /* NS_GET_ID: the key everywhere */
@@ -77,6 +97,8 @@ typedef struct NsEntry {
         unsigned n_mounts;
         NsCgroup *cgroups;
         unsigned n_cgroups;
+        NsNetif *netifs;
+        unsigned n_netifs;
 } NsEntry;
 
 const char *ns_kind_to_string(NsKind k);
@@ -101,8 +123,22 @@ bool ns_cgroup_path_is_valid(const char *path);
  * CREATE_CHILD leaf, which always has a parent. */
 bool ns_cgroup_is_valid(const NsCgroup *c);
 
+const char *ns_netif_kind_to_string(NsNetifKind k);
+/* A name as the kernel takes it and as it can be logged and sent on D-Bus:
+ * 1-15 printable ASCII characters, none of them '/', ':' or '%', and not "."
+ * or "..". */
+bool ns_netif_name_is_valid(const char *name);
+bool ns_netif_is_valid(const NsNetif *n);
+/* Appends a copy: -E2BIG past NS_NETIFS_MAX, -EINVAL for an invalid record,
+ * -EEXIST if its host name is recorded already. */
+int ns_entry_add_netif(NsEntry *e, const NsNetif *n);
+void ns_entry_remove_netif(NsEntry *e, unsigned index);
+/* The index of the link with this host name, or -1. */
+int ns_entry_find_netif(const NsEntry *e, const char *host);
+
 /* Serialisation, pure. from_json() returns -EBADMSG for anything malformed,
- * missing or out of range; it never half-fills *ret. "mounts" and "cgroups"
+ * missing or out of range; it never half-fills *ret. "mounts", "cgroups"
+ * and "netifs"
  * may be missing (entries written before they could be delegated). */
 int registry_entry_to_json(const NsEntry *e, char **ret);
 int registry_entry_from_json(const char *text, NsEntry *ret);

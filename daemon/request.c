@@ -8,9 +8,10 @@
  * write the maps, publish. Everything is asynchronous; every step before a
  * map is written rolls back.
  *
- * AddMountToUserNamespace and AddControlGroupToUserNamespace take the same
- * way through the caller's uid and polkit, and then hand the mount or the
- * cgroup to its (published) namespace.
+ * AddMountToUserNamespace, AddControlGroupToUserNamespace,
+ * AddNetworkToUserNamespace and AddTapToUserNamespace take the same way
+ * through the caller's uid and polkit, and then hand the mount, the cgroup
+ * or a new link to its (published) namespace.
  */
 
 #include <errno.h>
@@ -65,6 +66,12 @@ struct Request {
         bool cgroup_create;
         bool cgroup_slot;       /* holds one of the namespace's cgroup slots */
 
+        /* REQUEST_ADD_NETIF: the namespace is entry.id; a veth into netns_fd
+         * (verified to belong to it), or a tap where netns_fd < 0. */
+        int netns_fd;
+        char ifname[NETIF_NAME_SIZE];
+        bool netif_slot;        /* holds a link slot of the namespace and of its owner */
+
         /* Waiting for, or holding, a slot of an outgoing call queue. */
         struct CallQueue *queue;
         void (*bus_call)(struct Request *req);
@@ -93,6 +100,7 @@ static const char *const kind_action[] = {
         [REQUEST_REGISTER] = NSRESD_ACTION_PREFIX "register-user-namespace",
         [REQUEST_ADD_MOUNT] = NSRESD_ACTION_PREFIX "delegate-mount",
         [REQUEST_ADD_CGROUP] = NSRESD_ACTION_PREFIX "delegate-cgroup",
+        [REQUEST_ADD_NETIF] = NSRESD_ACTION_PREFIX "delegate-network-interface",
 };
 
 /* ---- caller request counting ------------------------------------------- */
@@ -234,6 +242,13 @@ static Request *request_free(Request *req) {
                 if (ns)
                         ns->cgroups_reserved--;
         }
+        if (req->netif_slot) {
+                Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+
+                if (ns)
+                        ns->netifs_reserved--;
+                (void) manager_owner_netifs_add(m, req->entry.owner, -1);
+        }
         if (req->counted_for_caller)
                 (void) caller_requests_add(m, req->caller, -1);
         m->n_requests--;
@@ -256,6 +271,8 @@ static Request *request_free(Request *req) {
                 close(req->mount_fd);
         if (req->cgroup_fd >= 0)
                 close(req->cgroup_fd);
+        if (req->netns_fd >= 0)
+                close(req->netns_fd);
         cgroup_info_done(&req->cgroup);
         sd_bus_message_unref(req->message);
         free(req);
@@ -681,6 +698,76 @@ static void request_commit_cgroup(Request *req) {
         request_free(req);
 }
 
+static const char *netif_mode(const Request *req) {
+        return req->netns_fd >= 0 ? "veth" : "tap";
+}
+
+/* The answer to a -E2BIG of the namespace's or the owner's link limit. */
+static int set_netif_limit_error(Manager *m, sd_bus_error *error, const Namespace *ns, bool owner) {
+        if (owner)
+                return sd_bus_error_setf(error, ERROR_PREFIX "TooManyNetworkInterfaces",
+                                         "The user namespaces of uid %u have %u network interfaces (made, or being "
+                                         "made) already; the limit is %u (MaxNetworkInterfacesPerOwner=)",
+                                         (unsigned) ns->e.owner, manager_owner_netifs(m, ns->e.owner),
+                                         m->config.max_network_interfaces_per_owner);
+        return sd_bus_error_setf(error, ERROR_PREFIX "TooManyNetworkInterfaces",
+                                 "User namespace '%s' has %u network interfaces (veth and tap together, made or "
+                                 "being made) already; the limit is %u (MaxNetworkInterfaces=)",
+                                 ns->e.name, namespace_n_netifs(ns), m->config.max_network_interfaces);
+}
+
+/* Polkit said yes to a link: the namespace may have gone meanwhile. */
+static void request_commit_netif(Request *req) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_close_ int tap_fd = -EBADF;
+        char host[NETIF_NAME_SIZE], inside[NETIF_NAME_SIZE];
+        Manager *m = req->manager;
+        Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+        bool tap = req->netns_fd < 0;
+        int r;
+
+        if (!ns)
+                return request_fail(req, ERROR_PREFIX "NotRegistered",
+                                    "The user namespace '%s' was destroyed before the network interface could be "
+                                    "made", req->entry.name);
+        /* The slot becomes the link's record (the owner's count stays), or
+         * is free again if this fails. */
+        ns->netifs_reserved--;
+        req->netif_slot = false;
+        r = namespace_add_netif(m, ns, tap ? NS_NETIF_TAP : NS_NETIF_VETH, req->netns_fd, req->ifname,
+                                host, inside, tap ? &tap_fd : NULL);
+        if (r < 0) {
+                (void) manager_owner_netifs_add(m, ns->e.owner, -1);
+                if (r == -E2BIG)
+                        (void) set_netif_limit_error(m, &error, ns, false);
+                else if (r == -EEXIST && tap)
+                        (void) sd_bus_error_setf(&error, SD_BUS_ERROR_FILE_EXISTS,
+                                                 "The host has a link named like the tap of user namespace '%s' "
+                                                 "already; try again", ns->e.name);
+                else if (r == -EEXIST)
+                        (void) sd_bus_error_setf(&error, SD_BUS_ERROR_FILE_EXISTS,
+                                                 "The network namespace has an interface '%s' already (or user "
+                                                 "namespace '%s' was given one of that name before): pick another "
+                                                 "name", req->ifname[0] ? req->ifname : NETIF_DEFAULT_IFNAME,
+                                                 ns->e.name);
+                else
+                        (void) sd_bus_error_setf(&error, SD_BUS_ERROR_FAILED,
+                                                 "Failed to make a %s for user namespace '%s': %s",
+                                                 netif_mode(req), ns->e.name, strerror(-r));
+                return request_fail_error(req, &error);
+        }
+
+        if (tap)
+                r = sd_bus_reply_method_return(req->message, "sh", host, tap_fd);
+        else
+                r = sd_bus_reply_method_return(req->message, "ss", host, inside);
+        if (r < 0)
+                log_debug("Caller of the %s of '%s' went away before the reply", netif_mode(req), ns->e.name);
+        /* Our copy of the tap's fd closes here: the device lives as long as
+         * the caller holds theirs. */
+        request_free(req);
+}
+
 /* Step 2 of the contract: polkit said yes. Pick the range and make it
  * crash-safe before any map is written. */
 static void request_commit(Request *req) {
@@ -692,6 +779,8 @@ static void request_commit(Request *req) {
                 return request_commit_mount(req);
         if (req->kind == REQUEST_ADD_CGROUP)
                 return request_commit_cgroup(req);
+        if (req->kind == REQUEST_ADD_NETIF)
+                return request_commit_netif(req);
 
         if (e->kind == NS_KIND_TRANSIENT) {
                 r = allocator_take(m->allocator, req->size, e->id, &e->uid_start);
@@ -749,6 +838,9 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
                 snprintf(what, sizeof(what), "let user namespace '%s' write to a mount", req->entry.name);
         else if (req->kind == REQUEST_ADD_CGROUP)
                 snprintf(what, sizeof(what), "delegate a control group to user namespace '%s'", req->entry.name);
+        else if (req->kind == REQUEST_ADD_NETIF)
+                snprintf(what, sizeof(what), "give user namespace '%s' a %s network interface", req->entry.name,
+                         netif_mode(req));
         else
                 snprintf(what, sizeof(what), "%s",
                          req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
@@ -909,6 +1001,10 @@ static void request_ask_polkit(Request *req) {
         }
         details[n++] = "kind";
         details[n++] = ns_kind_to_string(e->kind);
+        if (req->kind == REQUEST_ADD_NETIF) {
+                details[n++] = "mode";
+                details[n++] = netif_mode(req);
+        }
         details[n] = NULL;
 
         r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), action, details,
@@ -1074,6 +1170,7 @@ static int request_new(Manager *m, sd_bus_message *message, RequestKind kind, Re
         req->userns_fd = -1;
         req->mount_fd = -1;
         req->cgroup_fd = -1;
+        req->netns_fd = -1;
         req->helper = (Helper) { .pid = 0, .pidfd = -1, .sock = -1, .stack = NULL };
         req->message = sd_bus_message_ref(message);
         req->caller = (uid_t) -1;
@@ -1183,6 +1280,46 @@ int request_start_add_cgroup(Manager *m, sd_bus_message *message, Namespace *ns,
         req->cgroup_create = create;
         ns->cgroups_reserved++;
         req->cgroup_slot = true;
+
+        request_identify_caller(TAKE_PTR(req));
+        return 1;
+}
+
+int request_start_add_netif(Manager *m, sd_bus_message *message, Namespace *ns, int netns_fd, const char *ifname,
+                            sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        /* Slots are counted with the calls in flight: parallel calls cannot
+         * pass the limits together. Links that went away hold none. */
+        namespace_prune_netifs(m, ns);
+        if (namespace_n_netifs(ns) >= m->config.max_network_interfaces ||
+            namespace_n_netifs(ns) >= NS_NETIFS_MAX)
+                return set_netif_limit_error(m, error, ns, false);
+        if (manager_owner_netifs(m, ns->e.owner) >= m->config.max_network_interfaces_per_owner)
+                return set_netif_limit_error(m, error, ns, true);
+
+        r = request_new(m, message, REQUEST_ADD_NETIF, &req, error);
+        if (r < 0)
+                return r;
+        req->info.id = ns->e.id;
+        req->info.inode = ns->e.inode;
+        req->info.owner = ns->e.owner;
+        req->entry.id = ns->e.id;
+        req->entry.owner = ns->e.owner;
+        req->entry.kind = ns->e.kind;
+        snprintf(req->entry.name, sizeof(req->entry.name), "%s", ns->e.name);
+        snprintf(req->ifname, sizeof(req->ifname), "%s", ifname ?: "");
+        if (netns_fd >= 0) {
+                req->netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
+                if (req->netns_fd < 0)
+                        return -errno;
+        }
+        r = manager_owner_netifs_add(m, ns->e.owner, +1);
+        if (r < 0)
+                return r;
+        ns->netifs_reserved++;
+        req->netif_slot = true;
 
         request_identify_caller(TAKE_PTR(req));
         return 1;

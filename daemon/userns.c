@@ -28,6 +28,28 @@ int userns_get_id(int fd, uint64_t *ret) {
         return 0;
 }
 
+int netns_get_owner_id(int fd, uint64_t *ret_owner_id) {
+        _cleanup_close_ int owner = -EBADF;
+        struct statfs sfs;
+        int type;
+
+        /* Typed before any ioctl, as in userns_inspect(). */
+        if (fstatfs(fd, &sfs) < 0)
+                return -errno;
+        if ((unsigned long) sfs.f_type != NSFS_MAGIC)
+                return -EMEDIUMTYPE;
+        type = ioctl(fd, NS_GET_NSTYPE);
+        if (type < 0)
+                return -errno;
+        if (type != CLONE_NEWNET)
+                return -EMEDIUMTYPE;
+
+        owner = ioctl(fd, NS_GET_USERNS);
+        if (owner < 0)
+                return errno == EPERM ? -EXDEV : -errno;
+        return userns_get_id(owner, ret_owner_id);
+}
+
 int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret) {
         struct statfs sfs;
         struct stat st;

@@ -35,6 +35,13 @@ typedef struct UsernsInfo {
  *   other        the failing syscall's errno */
 int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret);
 
+/* The id of the user namespace that owns a network namespace fd. Returns
+ *   0            *ret_owner_id filled
+ *   -EMEDIUMTYPE not nsfs, or nsfs but not a network namespace
+ *   -EXDEV       its owner lies outside our own user namespace
+ *   other        the failing syscall's errno */
+int netns_get_owner_id(int fd, uint64_t *ret_owner_id);
+
 /* NS_GET_ID of an nsfs fd. */
 int userns_get_id(int fd, uint64_t *ret);
 

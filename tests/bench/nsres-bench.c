@@ -11,6 +11,8 @@
  *   nsres-bench teardown N            last process exit → UserNamespaceRemoved
  *   nsres-bench cgroup N PATH         AddControlGroupToUserNamespace (CREATE_CHILD
  *                                     in the cgroup PATH), one fresh namespace each
+ *   nsres-bench network N             AddNetworkToUserNamespace into a network
+ *                                     namespace of each fresh user namespace
  *   nsres-bench newuidmap N UID GID   the setuid helpers, for comparison
  *
  * One JSON object per run goes to stdout; D-Bus errors are counted and the
@@ -712,6 +714,141 @@ static int run_cgroup(unsigned calls, const char *parent) {
         return 0;
 }
 
+/* ---- network links ----------------------------------------------------- */
+
+struct netns_child {
+        int userns_fd;
+        int netns_fd;
+        int error;
+};
+
+static int netns_child_main(void *userdata) {
+        struct netns_child *c = userdata;
+
+        /* As userns_child_main(): the fds land in the parent's table. */
+        c->userns_fd = open("/proc/self/ns/user", O_RDONLY|O_CLOEXEC);
+        if (c->userns_fd < 0) {
+                c->error = errno;
+                _exit(0);
+        }
+        c->netns_fd = open("/proc/self/ns/net", O_RDONLY|O_CLOEXEC);
+        if (c->netns_fd < 0)
+                c->error = errno;
+        _exit(0);
+}
+
+/* A new empty user namespace and a network namespace it owns (both made by
+ * the one clone()), held only by the returned fds. */
+static int userns_netns_new(int *ret_userns_fd, int *ret_netns_fd) {
+        _Alignas(16) char stack[CHILD_STACK_SIZE];
+        struct netns_child c = { .userns_fd = -1, .netns_fd = -1 };
+        pid_t pid;
+
+        pid = clone(netns_child_main, stack + sizeof(stack),
+                    CLONE_VM|CLONE_VFORK|CLONE_FILES|CLONE_NEWUSER|CLONE_NEWNET|SIGCHLD, &c);
+        if (pid < 0)
+                return -errno;
+        while (waitpid(pid, NULL, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (c.userns_fd < 0 || c.netns_fd < 0) {
+                if (c.userns_fd >= 0)
+                        close(c.userns_fd);
+                return -(c.error ?: EIO);
+        }
+
+        *ret_userns_fd = c.userns_fd;
+        *ret_netns_fd = c.netns_fd;
+        return 0;
+}
+
+/* Returns 1 on success, 0 on a D-Bus error, negative errno when the client
+ * failed. Only sd_bus_call() is timed. */
+static int add_network(sd_bus *bus, const char *name, int userns_fd, int netns_fd, int64_t *ret_nsec) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *host, *inside;
+        int64_t t0, t1;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, NSRES_SERVICE, NSRES_PATH, NSRES_MANAGER,
+                                           "AddNetworkToUserNamespace");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "hhst", userns_fd, netns_fd, "", UINT64_C(0));
+        if (r < 0)
+                return r;
+
+        t0 = now_nsec();
+        r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, &reply);
+        t1 = now_nsec();
+        if (r < 0) {
+                if (!sd_bus_error_is_set(&error))
+                        return r;
+                report_error("AddNetworkToUserNamespace", name, &error, r);
+                return 0;
+        }
+        r = sd_bus_message_read(reply, "ss", &host, &inside);
+        if (r < 0)
+                return r;
+
+        *ret_nsec = t1 - t0;
+        return 1;
+}
+
+/* Each call on namespaces of their own, as `nsresctl run --net` makes them:
+ * allocate (not timed), add a veth (timed), let both namespaces go, so that
+ * the kernel and the daemon delete the link again. */
+static int run_network(unsigned calls) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) int64_t *samples = NULL;
+        size_t ok = 0, allocation_errors = 0;
+        int64_t start, wall;
+        int r;
+
+        samples = calloc(calls, sizeof(int64_t));
+        if (!samples)
+                return -ENOMEM;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        start = now_nsec();
+        for (unsigned k = 0; k < calls; k++) {
+                _cleanup_(closep) int fd = -EBADF, netns_fd = -EBADF;
+                int64_t allocate_nsec;
+                char name[32];
+
+                r = userns_netns_new(&fd, &netns_fd);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to create a user and a network namespace: %s\n", strerror(-r));
+                        return r;
+                }
+                (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, k);
+                r = allocate(bus, name, fd, &allocate_nsec, NULL);
+                if (r == 0) {
+                        allocation_errors++;
+                        continue;
+                }
+                if (r > 0)
+                        r = add_network(bus, name, fd, netns_fd, &samples[ok]);
+                if (r < 0) {
+                        fprintf(stderr, "Adding a veth to '%s' failed in the client: %s\n", name, strerror(-r));
+                        return r;
+                }
+                if (r > 0)
+                        ok++;
+        }
+        wall = now_nsec() - start;
+
+        printf("{\"mode\":\"network\",\"calls\":%u,\"errors\":%zu,", calls, calls - ok);
+        print_stats_fields(samples, ok);
+        printf(",\"per_sec\":null,\"wall_s\":%.3f,\"allocation_errors\":%zu}\n",
+               (double) wall / 1e9, allocation_errors);
+        return 0;
+}
+
 /* What users do without a daemon: the setuid helpers from shadow's uidmap,
  * mapping the range /etc/subuid and /etc/subgid give the caller. */
 static int spawn_and_wait(char *const argv[]) {
@@ -777,14 +914,16 @@ static int run_newuidmap(unsigned calls, uint32_t uid_start, uint32_t gid_start)
 
 static void help(void) {
         printf("Usage: nsres-bench [--prefix=P] [--samples] MODE ARGS...\n"
-               "Benchmark nsresd's AllocateUserRange (and AddControlGroupToUserNamespace) end to end.\n\n"
+               "Benchmark nsresd's AllocateUserRange (and the delegation methods) end to end.\n\n"
                "  latency N             N sequential calls, one fresh user namespace each\n"
                "  throughput N C        N calls in total from C concurrent clients\n"
                "  teardown N            N times: allocate for a namespace held by a process,\n"
                "                        kill it, time until UserNamespaceRemoved\n"
                "  newuidmap N UID GID   N times newuidmap+newgidmap mapping UID/GID (65536 each)\n"
                "  cgroup N PATH         N times AddControlGroupToUserNamespace with CREATE_CHILD in\n"
-               "                        the cgroup PATH (one you own), each on a fresh namespace\n\n"
+               "                        the cgroup PATH (one you own), each on a fresh namespace\n"
+               "  network N             N times AddNetworkToUserNamespace, each into a fresh network\n"
+               "                        namespace of a fresh user namespace\n\n"
                "     --prefix=P         Namespace names are P0, P1, ... (default '%s')\n"
                "     --samples          Include every sample (sorted, ms) in the output\n\n"
                "One JSON object goes to stdout; the bus is DBUS_SYSTEM_BUS_ADDRESS or the system bus.\n",
@@ -866,6 +1005,8 @@ int main(int argc, char *argv[]) {
                 r = run_teardown(n);
         else if (strcmp(mode, "cgroup") == 0 && argc == optind + 3)
                 r = run_cgroup(n, argv[optind + 2]);
+        else if (strcmp(mode, "network") == 0 && argc == optind + 2)
+                r = run_network(n);
         else if (strcmp(mode, "newuidmap") == 0 && argc == optind + 4) {
                 if (parse_unsigned(argv[optind + 2], 1, UINT_MAX - 1, &uid) < 0 ||
                     parse_unsigned(argv[optind + 3], 1, UINT_MAX - 1, &gid) < 0)

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import pwd
+import re
 import resource
 import select
 import shutil
@@ -42,6 +43,7 @@ POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_AUTHORITY = 'org.freedesktop.PolicyKit1.Authority'
 ALLOCATE_ACTION = 'org.freedesktop.NamespaceResource1.allocate-user-range'
 DELEGATE_CGROUP_ACTION = 'org.freedesktop.NamespaceResource1.delegate-cgroup'
+DELEGATE_NETIF_ACTION = 'org.freedesktop.NamespaceResource1.delegate-network-interface'
 DELEGATED_CGROUP_FILES = ('cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control')
 POLICY_FILE = 'org.freedesktop.NamespaceResource1.policy'
 POLKIT_ACTIONS_DIR = Path('/usr/share/polkit-1/actions')
@@ -55,6 +57,8 @@ Restriction=permissive
 [Allocator]
 MaxNamespacesPerOwner=4096
 MaxRequestsPerOwner=64
+[Delegation]
+MaxNetworkInterfacesPerOwner=4096
 '''
 
 # From the project's requirements; they apply to the run with mocked polkit.
@@ -71,7 +75,7 @@ REFERENCE = ('reference on these machines: systemd-nsresourced v256 2.7–3.1 ms
 
 # Each phase gets its own name prefix, so a phase never trips over names of
 # namespaces the previous one left behind.
-PHASE_PREFIX = {'latency': 'l', 'throughput': 't', 'teardown': 'd', 'cgroup': 'c'}
+PHASE_PREFIX = {'latency': 'l', 'throughput': 't', 'teardown': 'd', 'cgroup': 'c', 'network': 'n'}
 
 
 class BenchError(Exception):
@@ -291,6 +295,11 @@ def make_user_cgroup(user, stack):
     return top
 
 
+def host_links():
+    '''The host ends nsresd made ("ns-" and 12 hex digits) that still exist.'''
+    return sorted(p.name for p in Path('/sys/class/net').iterdir() if re.fullmatch(r'ns-[0-9a-f]{12}', p.name))
+
+
 def leaves(cgroup):
     return sorted(p.name for p in cgroup.iterdir() if p.is_dir())
 
@@ -358,7 +367,7 @@ def allocations_made(result):
     '''Successful allocations: the calls that must each have asked polkit once.'''
     if result['mode'] == 'teardown':
         return result['calls'] - result['call_errors']
-    if result['mode'] == 'cgroup':
+    if result['mode'] in ('cgroup', 'network'):
         return result['calls'] - result['allocation_errors']
     return result['calls'] - result['errors']
 
@@ -368,6 +377,8 @@ def expected_checks(result):
     expected = {ALLOCATE_ACTION: allocations_made(result)}
     if result['mode'] == 'cgroup':
         expected[DELEGATE_CGROUP_ACTION] = result['calls'] - result['errors']
+    if result['mode'] == 'network':
+        expected[DELEGATE_NETIF_ACTION] = result['calls'] - result['errors']
     return expected
 
 
@@ -438,6 +449,7 @@ def run_variant(variant, opts, bench, build_dir, tmp):
             ('throughput', [str(opts.throughput_calls), str(opts.clients)]),
             ('teardown', [str(opts.teardown_calls)]),
             ('cgroup', [str(opts.cgroup_calls), str(cgroup)]),
+            ('network', [str(opts.network_calls)]),
         ]
         for phase, phase_args in phases:
             waited, left = wait_released(conn, opts.release_timeout)
@@ -469,6 +481,12 @@ def run_variant(variant, opts, bench, build_dir, tmp):
                 }
             waited, left = wait_released(conn, opts.release_timeout)
             out['released'][phase] = {'seconds': round(waited, 3), 'left_over': left}
+            if phase == 'network':
+                # A veth goes a moment after its network namespace.
+                deadline = time.monotonic() + opts.release_timeout
+                while host_links() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                out['released'][phase]['left_over_links'] = len(host_links())
             if phase == 'cgroup':
                 # Each namespace's leaf goes with it, a moment after its object.
                 deadline = time.monotonic() + opts.release_timeout
@@ -556,6 +574,8 @@ SUMMARY_ROWS = [
     ('teardown p99', 'teardown', 'p99_ms', 'ms', None),
     ('cgroup delegation median', 'cgroup', 'median_ms', 'ms', None),
     ('cgroup delegation p99', 'cgroup', 'p99_ms', 'ms', None),
+    ('veth median', 'network', 'median_ms', 'ms', None),
+    ('veth p99', 'network', 'p99_ms', 'ms', None),
 ]
 
 
@@ -571,7 +591,7 @@ def summary_table(doc, variants):
             t = doc['targets'][target]
             line += f'{t["limit"]:>16}  {t["verdict"]}'
         lines.append(line)
-    line = f'{"errors (latency/throughput/teardown/cgroup)":44}'
+    line = f'{"errors (latency/throughput/teardown/cgroup/network)":44}'
     for v in variants.values():
         line += f'{"/".join(str(v["phases"][p]["errors"]) for p in PHASE_PREFIX):>16}'
     lines.append(line)
@@ -606,9 +626,12 @@ def summary(doc):
         slowest = max(r['seconds'] for r in v['released'].values())
         left = sum(r['left_over'] for r in v['released'].values())
         left_cgroups = v['released'].get('cgroup', {}).get('left_over_cgroups', 0)
+        left_links = v['released'].get('network', {}).get('left_over_links', 0)
         state = f'all released (slowest drain {slowest:.2f} s)' if not left else f'{left} NOT RELEASED'
         if left_cgroups:
             state += f'; {left_cgroups} delegated cgroups NOT REMOVED'
+        if left_links:
+            state += f'; {left_links} network links NOT REMOVED'
         lines.append(f'polkit {n}: namespaces after each phase: {state}; '
                      f'daemon exit status {v["daemon_exit_status"]}')
         lines += [f'polkit {n}: note: {note}' for note in v['notes']]
@@ -649,6 +672,8 @@ def parse_args():
                         help='namespaces for teardown latency (default: %(default)s)')
     parser.add_argument('--cgroup-calls', type=int, default=200,
                         help='AddControlGroupToUserNamespace calls, one fresh namespace each (default: %(default)s)')
+    parser.add_argument('--network-calls', type=int, default=200,
+                        help='AddNetworkToUserNamespace calls, one fresh namespace each (default: %(default)s)')
     parser.add_argument('--baseline-calls', type=int, default=200,
                         help='namespaces mapped with newuidmap+newgidmap, if installed (default: %(default)s)')
     parser.add_argument('--user', default='nobody', help='unprivileged user running the client (default: %(default)s)')
@@ -659,7 +684,8 @@ def parse_args():
     parser.add_argument('--json', type=Path, help='also write the JSON document to this file')
     parser.add_argument('--keep-temp', action='store_true', help='keep the temporary directory with all logs')
     opts = parser.parse_args()
-    for name in ('calls', 'throughput_calls', 'clients', 'teardown_calls', 'cgroup_calls', 'baseline_calls'):
+    for name in ('calls', 'throughput_calls', 'clients', 'teardown_calls', 'cgroup_calls', 'network_calls',
+                 'baseline_calls'):
         if getattr(opts, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
     return opts

@@ -47,6 +47,7 @@ ACTION_REGISTER = BUS_NAME + '.register-user-namespace'
 ACTION_MANAGE = BUS_NAME + '.manage'
 ACTION_DELEGATE_MOUNT = BUS_NAME + '.delegate-mount'
 ACTION_DELEGATE_CGROUP = BUS_NAME + '.delegate-cgroup'
+ACTION_DELEGATE_NETIF = BUS_NAME + '.delegate-network-interface'
 
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_PATH = '/org/freedesktop/PolicyKit1/Authority'
@@ -217,6 +218,17 @@ class Client:
     def add_cgroup(self, userns, cgroup_fd, flags=0, timeout=30):
         return str(self.call(MANAGER_PATH, MANAGER_IFACE, 'AddControlGroupToUserNamespace', 'hht',
                              (dbus.types.UnixFd(_fd_of(userns)), dbus.types.UnixFd(cgroup_fd), flags), timeout))
+
+    def add_network(self, userns, netns_fd, ifname='', flags=0, timeout=30):
+        r = self.call(MANAGER_PATH, MANAGER_IFACE, 'AddNetworkToUserNamespace', 'hhst',
+                      (dbus.types.UnixFd(_fd_of(userns)), dbus.types.UnixFd(netns_fd), ifname, flags), timeout)
+        return str(r[0]), str(r[1])
+
+    def add_tap(self, userns, flags=0, timeout=30):
+        """(host name, tap fd): the fd is the caller's to close."""
+        r = self.call(MANAGER_PATH, MANAGER_IFACE, 'AddTapToUserNamespace', 'ht',
+                      (dbus.types.UnixFd(_fd_of(userns)), flags), timeout)
+        return str(r[0]), r[1].take()
 
     def list(self, flags=0):
         r = self.call(MANAGER_PATH, MANAGER_IFACE, 'ListUserNamespaces', 't', (flags,))
@@ -861,7 +873,7 @@ class PolkitMock:
 
     def allow_defaults(self):
         """What the shipped policy grants every user without asking."""
-        self.allow(ACTION_ALLOCATE, ACTION_REGISTER, ACTION_DELEGATE_CGROUP)
+        self.allow(ACTION_ALLOCATE, ACTION_REGISTER, ACTION_DELEGATE_CGROUP, ACTION_DELEGATE_NETIF)
 
     def deny_all(self):
         self.allow()

@@ -104,7 +104,7 @@ def test_introspection_lists_namespace_nodes(daemon, userns, root):
 def test_manager_introspection_names_every_method(daemon, root):
     xml = root.introspect(h.MANAGER_PATH)
     for member in ('AllocateUserRange', 'RegisterUserNamespace', 'AddControlGroupToUserNamespace',
-                   'ListUserNamespaces', 'GetUserNamespaceByUid', 'UserNamespaceNew', 'UserNamespaceRemoved',
+                   'AddNetworkToUserNamespace', 'AddTapToUserNamespace', 'ListUserNamespaces', 'GetUserNamespaceByUid', 'UserNamespaceNew', 'UserNamespaceRemoved',
                    h.OBJECT_MANAGER_IFACE):
         assert member in xml
 

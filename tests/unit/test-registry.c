@@ -55,8 +55,13 @@ static bool cgroups_equal(const NsEntry *a, const NsEntry *b) {
         return true;
 }
 
+static bool netifs_equal(const NsEntry *a, const NsEntry *b) {
+        return a->n_netifs == b->n_netifs &&
+               (a->n_netifs == 0 || memcmp(a->netifs, b->netifs, a->n_netifs * sizeof(NsNetif)) == 0);
+}
+
 static bool entries_equal(const NsEntry *a, const NsEntry *b) {
-        return cgroups_equal(a, b) && a->id == b->id && a->inode == b->inode && strcmp(a->name, b->name) == 0 && a->owner == b->owner &&
+        return cgroups_equal(a, b) && netifs_equal(a, b) && a->id == b->id && a->inode == b->inode && strcmp(a->name, b->name) == 0 && a->owner == b->owner &&
                a->kind == b->kind && a->uid_start == b->uid_start && a->gid_start == b->gid_start &&
                a->size == b->size && a->target == b->target && a->map_caller == b->map_caller &&
                a->caller_uid == b->caller_uid && a->caller_gid == b->caller_gid && a->pending == b->pending &&
@@ -916,6 +921,157 @@ static void test_on_disk(void) {
         registry_close(reg);
 }
 
+/* A document with "netifs" holding one record of these fields (a field set
+ * to NULL is left out). */
+static char *with_netif(struct json_object *host, struct json_object *kind, struct json_object *inside) {
+        struct json_object *a = json_object_new_array(), *o = json_object_new_object();
+
+        if (host)
+                json_object_object_add(o, "host", host);
+        if (kind)
+                json_object_object_add(o, "kind", kind);
+        if (inside)
+                json_object_object_add(o, "inside", inside);
+        json_object_array_add(a, o);
+        return with_field("netifs", a);
+}
+
+static void check_netif_rejected(char *text) {
+        if (!rejected(text)) {
+                fprintf(stderr, "%s:%d: bad network interface record accepted\n", __FILE__, __LINE__);
+                exit(EXIT_FAILURE);
+        }
+        free(text);
+}
+
+static void test_json_netifs(void) {
+        NsEntry e = sample_entry(), back, copy;
+        _cleanup_free_ char *text = NULL;
+        NsNetif n;
+
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"netifs\":[]"));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(back.n_netifs == 0 && back.netifs == NULL);
+
+        /* Written before links could be made: loads with none. */
+        {
+                _cleanup_free_ char *old = with_field("netifs", NULL);
+
+                CHECK(!strstr(old, "netifs"));
+                memset(&back, 0xa5, sizeof(back));
+                CHECK(registry_entry_from_json(old, &back) == 0);
+                CHECK(back.n_netifs == 0 && back.netifs == NULL);
+                CHECK(entries_equal(&e, &back));
+                ns_entry_done(&back);
+        }
+
+        n = (NsNetif) { .kind = NS_NETIF_VETH, .host = "ns-0123456789ab", .inside = "host0" };
+        CHECK(ns_entry_add_netif(&e, &n) == 0);
+        /* One record per host name. */
+        CHECK(ns_entry_add_netif(&e, &n) == -EEXIST);
+        n = (NsNetif) { .kind = NS_NETIF_TAP, .host = "ns-ba9876543210", .inside = "tap0" };
+        CHECK(ns_entry_add_netif(&e, &n) == 0);
+        n = (NsNetif) { .kind = NS_NETIF_VETH, .host = "ns-000000000000", .inside = "a-very-long-nam" };
+        CHECK(ns_entry_add_netif(&e, &n) == 0);
+        CHECK(e.n_netifs == 3);
+        free(text);
+        text = NULL;
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(strstr(text, "\"netifs\":[{\"host\":\"ns-0123456789ab\",\"kind\":\"veth\",\"inside\":\"host0\"},"
+                           "{\"host\":\"ns-ba9876543210\",\"kind\":\"tap\",\"inside\":\"tap0\"},"));
+        CHECK(registry_entry_from_json(text, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+
+        CHECK(ns_entry_copy(&copy, &back) == 0);
+        CHECK(copy.netifs != back.netifs);
+        CHECK(entries_equal(&copy, &back));
+        ns_entry_done(&back);
+        CHECK(back.netifs == NULL && back.n_netifs == 0);
+        CHECK(ns_entry_find_netif(&copy, "ns-ba9876543210") == 1);
+        CHECK(ns_entry_find_netif(&copy, "ns-ffffffffffff") == -1);
+        ns_entry_remove_netif(&copy, 0);
+        CHECK(copy.n_netifs == 2 && ns_entry_find_netif(&copy, "ns-ba9876543210") == 0);
+        CHECK(strcmp(copy.netifs[1].inside, "a-very-long-nam") == 0);
+        ns_entry_remove_netif(&copy, 7);
+        CHECK(copy.n_netifs == 2);
+        ns_entry_done(&copy);
+        ns_entry_done(&e);
+
+        /* Records that could not be read back are refused when added. */
+        {
+                static const char *const bad_names[] = {
+                        "", ".", "..", "a/b", "a:b", "a%d", "a b", "tab\t", "del\x7f", "\xc3\xa9",
+                };
+                NsEntry t = sample_entry();
+
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        n = (NsNetif) { .kind = NS_NETIF_VETH, .host = "ns-0123456789ab" };
+                        strcpy(n.inside, bad_names[i]);
+                        CHECK(!ns_netif_name_is_valid(bad_names[i]));
+                        CHECK(ns_entry_add_netif(&t, &n) == -EINVAL);
+                        n = (NsNetif) { .kind = NS_NETIF_VETH, .inside = "host0" };
+                        strcpy(n.host, bad_names[i]);
+                        CHECK(ns_entry_add_netif(&t, &n) == -EINVAL);
+                }
+                CHECK(!ns_netif_name_is_valid("sixteen-chars-xx"));
+                CHECK(ns_netif_name_is_valid("fifteen-chars-x"));
+                n = (NsNetif) { .kind = (NsNetifKind) 2, .host = "ns-0123456789ab", .inside = "host0" };
+                CHECK(ns_entry_add_netif(&t, &n) == -EINVAL);
+                CHECK(t.n_netifs == 0);
+                /* A record too many. */
+                for (unsigned i = 0; i < NS_NETIFS_MAX; i++) {
+                        n = (NsNetif) { .kind = NS_NETIF_TAP };
+                        snprintf(n.host, sizeof(n.host), "ns-%012x", i);
+                        snprintf(n.inside, sizeof(n.inside), "tap%u", i);
+                        CHECK(ns_entry_add_netif(&t, &n) == 0);
+                }
+                n = (NsNetif) { .kind = NS_NETIF_TAP, .host = "ns-ffffffffffff", .inside = "tapx" };
+                CHECK(ns_entry_add_netif(&t, &n) == -E2BIG);
+                ns_entry_done(&t);
+        }
+
+        /* Malformed records on disk. */
+        check_netif_rejected(with_netif(NULL, STR("veth"), STR("host0")));
+        check_netif_rejected(with_netif(STR("ns-0123456789ab"), NULL, STR("host0")));
+        check_netif_rejected(with_netif(STR("ns-0123456789ab"), STR("veth"), NULL));
+        check_netif_rejected(with_netif(STR("ns-0123456789ab"), STR("bridge"), STR("host0")));
+        check_netif_rejected(with_netif(STR("ns-0123456789ab"), STR("veth"), STR("sixteen-chars-xx")));
+        check_netif_rejected(with_netif(STR("ns-0123456789ab"), STR("veth"), STR("a/b")));
+        check_netif_rejected(with_netif(json_object_new_int(1), STR("veth"), STR("host0")));
+        check_netif_rejected(with_netif(STR("ns-0123456789ab"), BOOL(true), STR("host0")));
+        check_netif_rejected(with_netif(STR(""), STR("tap"), STR("tap0")));
+        check_netif_rejected(with_field("netifs", json_object_new_object()));
+        {
+                struct json_object *a = json_object_new_array();
+
+                json_object_array_add(a, json_object_new_string("ns-0123456789ab"));
+                check_netif_rejected(with_field("netifs", a));
+        }
+        {
+                /* Two records of one link. */
+                struct json_object *a = json_object_new_array();
+
+                for (int i = 0; i < 2; i++) {
+                        struct json_object *o = json_object_new_object();
+
+                        json_object_object_add(o, "host", STR("ns-0123456789ab"));
+                        json_object_object_add(o, "kind", STR("veth"));
+                        json_object_object_add(o, "inside", STR(i ? "eth1" : "eth0"));
+                        json_object_array_add(a, o);
+                }
+                check_netif_rejected(with_field("netifs", a));
+        }
+        {
+                _cleanup_free_ char *good = with_netif(STR("ns-0123456789ab"), STR("tap"), STR("tap3"));
+
+                CHECK(registry_entry_from_json(good, &back) == 0);
+                CHECK(back.n_netifs == 1 && back.netifs[0].kind == NS_NETIF_TAP &&
+                      strcmp(back.netifs[0].inside, "tap3") == 0);
+                ns_entry_done(&back);
+        }
+}
+
 int main(void) {
         tmp_root = test_tmpdir();
 
@@ -923,6 +1079,7 @@ int main(void) {
         RUN_TEST(test_json_rejects);
         RUN_TEST(test_json_mounts);
         RUN_TEST(test_json_cgroups);
+        RUN_TEST(test_json_netifs);
         RUN_TEST(test_on_disk);
         return EXIT_SUCCESS;
 }
