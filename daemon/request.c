@@ -1227,14 +1227,18 @@ int request_start(Manager *m, sd_bus_message *message, RequestKind kind, const c
         return 1;
 }
 
-int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace *ns, int mount_fd,
-                            uint64_t mnt_id, bool unique, sd_bus_error *error) {
-        _cleanup_(request_freep) Request *req = NULL;
+/* A request about a published namespace (delegations): it carries the
+ * namespace's identity, so the owner checks and polkit details work as for
+ * an allocation. */
+static int request_new_for_namespace(Manager *m, sd_bus_message *message, RequestKind kind, const Namespace *ns,
+                                     Request **ret, sd_bus_error *error) {
+        Request *req;
         int r;
 
-        r = request_new(m, message, REQUEST_ADD_MOUNT, &req, error);
+        r = request_new(m, message, kind, ret, error);
         if (r < 0)
                 return r;
+        req = *ret;
         req->info.id = ns->e.id;
         req->info.inode = ns->e.inode;
         req->info.owner = ns->e.owner;
@@ -1242,6 +1246,17 @@ int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace
         req->entry.owner = ns->e.owner;
         req->entry.kind = ns->e.kind;
         snprintf(req->entry.name, sizeof(req->entry.name), "%s", ns->e.name);
+        return 0;
+}
+
+int request_start_add_mount(Manager *m, sd_bus_message *message, const Namespace *ns, int mount_fd,
+                            uint64_t mnt_id, bool unique, sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        r = request_new_for_namespace(m, message, REQUEST_ADD_MOUNT, ns, &req, error);
+        if (r < 0)
+                return r;
         req->mnt_id = mnt_id;
         req->mnt_unique = unique;
         /* Held while polkit decides: a reusable id cannot pass to another
@@ -1264,16 +1279,9 @@ int request_start_add_cgroup(Manager *m, sd_bus_message *message, Namespace *ns,
         if (ns->e.n_cgroups + ns->cgroups_reserved >= m->config.max_control_groups)
                 return set_cgroup_error(m, error, -E2BIG, ns, info, create);
 
-        r = request_new(m, message, REQUEST_ADD_CGROUP, &req, error);
+        r = request_new_for_namespace(m, message, REQUEST_ADD_CGROUP, ns, &req, error);
         if (r < 0)
                 return r;
-        req->info.id = ns->e.id;
-        req->info.inode = ns->e.inode;
-        req->info.owner = ns->e.owner;
-        req->entry.id = ns->e.id;
-        req->entry.owner = ns->e.owner;
-        req->entry.kind = ns->e.kind;
-        snprintf(req->entry.name, sizeof(req->entry.name), "%s", ns->e.name);
         req->cgroup_fd = TAKE_FD(*cgroup_fd);
         req->cgroup = *info;
         info->path = NULL;
@@ -1299,16 +1307,9 @@ int request_start_add_netif(Manager *m, sd_bus_message *message, Namespace *ns, 
         if (manager_owner_netifs(m, ns->e.owner) >= m->config.max_network_interfaces_per_owner)
                 return set_netif_limit_error(m, error, ns, true);
 
-        r = request_new(m, message, REQUEST_ADD_NETIF, &req, error);
+        r = request_new_for_namespace(m, message, REQUEST_ADD_NETIF, ns, &req, error);
         if (r < 0)
                 return r;
-        req->info.id = ns->e.id;
-        req->info.inode = ns->e.inode;
-        req->info.owner = ns->e.owner;
-        req->entry.id = ns->e.id;
-        req->entry.owner = ns->e.owner;
-        req->entry.kind = ns->e.kind;
-        snprintf(req->entry.name, sizeof(req->entry.name), "%s", ns->e.name);
         snprintf(req->ifname, sizeof(req->ifname), "%s", ifname ?: "");
         if (netns_fd >= 0) {
                 req->netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
