@@ -1058,13 +1058,20 @@ static int read_entry_file(int dir_fd, const char *name, char **ret) {
         if (!S_ISREG(st.st_mode))
                 return -EBADMSG;
 
-        buf = malloc(ENTRY_FILE_MAX + 1);
+        if (st.st_size > (off_t) ENTRY_FILE_MAX)
+                return -EBADMSG;
+
+        /* Sized by the file, not by the limit: entries are a few hundred
+         * bytes, and start-up reads every one of them. One byte more than
+         * fstat() said tells a file that grew meanwhile (never one of ours:
+         * they are replaced by rename). */
+        buf = malloc((size_t) st.st_size + 2);
         if (!buf)
                 return -ENOMEM;
-        n = read_full(fd, buf, ENTRY_FILE_MAX + 1);
+        n = read_full(fd, buf, (size_t) st.st_size + 1);
         if (n < 0)
                 return (int) n;
-        if (n > (ssize_t) ENTRY_FILE_MAX || memchr(buf, '\0', (size_t) n))
+        if (n > st.st_size || memchr(buf, '\0', (size_t) n))
                 return -EBADMSG;
         buf[n] = '\0';
 
