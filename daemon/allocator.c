@@ -351,6 +351,13 @@ static Pool *pool_for_size(Allocator *a, uint32_t size) {
         return NULL;
 }
 
+bool allocator_covers(const Allocator *a, uint32_t start, uint32_t size) {
+        const Pool *p = size == ALLOCATOR_BLOCK_SIZE ? &a->blocks : size == 1 ? &a->singles : NULL;
+        size_t i;
+
+        return p && pool_slot_of_range(p, start, size, &i);
+}
+
 int allocator_take(Allocator *a, uint32_t size, uint64_t tag, uint32_t *ret_start) {
         Pool *p;
         size_t i;
@@ -538,6 +545,10 @@ void allocator_owner_uncharge(Allocator *a, uid_t owner) {
         }
         a->owners[hole] = (OwnerSlot) {};
         a->n_owners--;
+}
+
+void allocator_set_max_per_owner(Allocator *a, unsigned max_per_owner) {
+        a->max_per_owner = max_per_owner;
 }
 
 unsigned allocator_owner_count(const Allocator *a, uid_t owner) {

@@ -49,6 +49,8 @@ int allocator_mark(Allocator *a, uint32_t start, uint32_t size, uint64_t tag);
 
 /* -ENOENT if the range is not taken. */
 int allocator_release(Allocator *a, uint32_t start, uint32_t size);
+/* Whether the pools as configured hold this range. */
+bool allocator_covers(const Allocator *a, uint32_t start, uint32_t size);
 
 /* Which taken range holds `id`: -ENOENT if none. */
 int allocator_lookup(const Allocator *a, uint32_t id, uint64_t *ret_tag, uint32_t *ret_start, uint32_t *ret_size);
@@ -64,4 +66,6 @@ int allocator_owner_charge(Allocator *a, uid_t owner);
  * fails only with -ENOMEM. */
 int allocator_owner_charge_force(Allocator *a, uid_t owner);
 void allocator_owner_uncharge(Allocator *a, uid_t owner);
+/* A new limit applies to later charges; owners above it keep what they hold. */
+void allocator_set_max_per_owner(Allocator *a, unsigned max_per_owner);
 unsigned allocator_owner_count(const Allocator *a, uid_t owner);

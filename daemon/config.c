@@ -484,3 +484,47 @@ int config_verify(const Config *c, char **ret_error) {
 
         return 0;
 }
+
+bool config_pool_differs(const Config *a, const Config *b) {
+        return a->range_start != b->range_start || a->range_end != b->range_end ||
+               a->single_range_start != b->single_range_start || a->single_range_end != b->single_range_end;
+}
+
+static void key_value(const Config *c, const ConfigKey *key, char *buf, size_t size) {
+        switch (key->type) {
+        case VALUE_ID:
+                snprintf(buf, size, "%u", *(const uint32_t *) ((const char *) c + key->offset));
+                return;
+        case VALUE_COUNT:
+                snprintf(buf, size, "%u", *(const unsigned *) ((const char *) c + key->offset));
+                return;
+        case VALUE_RESTRICTION:
+                snprintf(buf, size, "%s",
+                         restriction_mode_to_string(*(const RestrictionMode *) ((const char *) c + key->offset)) ?: "?");
+                return;
+        }
+        buf[0] = '\0';
+}
+
+char *config_describe_changes(const Config *old, const Config *new) {
+        char *s = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        f = open_memstream(&s, &len);
+        if (!f)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(config_keys); i++) {
+                char a[32], b[32];
+
+                key_value(old, &config_keys[i], a, sizeof(a));
+                key_value(new, &config_keys[i], b, sizeof(b));
+                if (strcmp(a, b) != 0)
+                        fprintf(f, "%s%s=%s->%s", ftell(f) > 0 ? ", " : "", config_keys[i].name, a, b);
+        }
+        if (fclose(f) != 0) {
+                free(s);
+                return NULL;
+        }
+        return s;
+}

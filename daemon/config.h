@@ -9,6 +9,7 @@
  * are errors naming the file and line.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef enum RestrictionMode {
@@ -67,5 +68,13 @@ int config_parse_text(Config *c, const char *text, const char *origin, char **re
 
 /* Cross-field checks (pool bounds and alignment): message in *ret_error. */
 int config_verify(const Config *c, char **ret_error);
+
+/* Whether the pools (RangeStart=, RangeEnd=, SingleRangeStart=,
+ * SingleRangeEnd=) of a and b differ. */
+bool config_pool_differs(const Config *a, const Config *b);
+
+/* "Key=old->new" for every key whose value differs, comma-separated: a
+ * malloc'd string, empty if nothing changed. NULL when out of memory. */
+char *config_describe_changes(const Config *old, const Config *new);
 
 const char *restriction_mode_to_string(RestrictionMode m);

@@ -1,37 +1,93 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
+/* Longer messages are cut: a log line is no place for more. */
+#define LOG_MESSAGE_MAX 2048
+
 static bool use_prefix;
 static int max_level = LOG_INFO;
+static LogJournalSink journal_sink;
+
+bool log_stderr_is_journal(void) {
+        const char *e = getenv("JOURNAL_STREAM");
+        uint64_t dev, ino;
+        struct stat st;
+        int consumed = 0;
+
+        /* systemd sets it for the service's stderr; a child that inherited
+         * the variable but writes elsewhere must not claim the journal. */
+        if (!e || sscanf(e, "%" SCNu64 ":%" SCNu64 "%n", &dev, &ino, &consumed) != 2 || e[consumed] != '\0')
+                return false;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return (uint64_t) st.st_dev == dev && (uint64_t) st.st_ino == ino;
+}
 
 void log_setup(void) {
-        use_prefix = getenv("JOURNAL_STREAM") != NULL;
+        use_prefix = log_stderr_is_journal();
 }
 
 void log_set_max_level(int level) {
         max_level = level;
 }
 
+void log_set_journal_sink(LogJournalSink sink) {
+        journal_sink = sink;
+}
+
+static void log_emit(int level, const char *message_id, const char *const *fields, size_t n_fields,
+                     const char *message) {
+        if (journal_sink && journal_sink(level, message_id, message, fields, n_fields) >= 0)
+                return;
+        if (use_prefix)
+                fprintf(stderr, "<%d>%s\n", level, message);
+        else
+                fprintf(stderr, "nsresd: %s\n", message);
+}
+
 void log_internal(int level, int error, const char *format, ...) {
+        char message[LOG_MESSAGE_MAX];
         va_list ap;
+        int saved = errno;
 
         if (level > max_level)
                 return;
 
         va_start(ap, format);
-        if (use_prefix)
-                fprintf(stderr, "<%d>", level);
-        else
-                fputs("nsresd: ", stderr);
         /* %m in the format refers to `error`. */
         errno = error;
-        vfprintf(stderr, format, ap);
-        fputc('\n', stderr);
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        log_emit(level, NULL, NULL, 0, message);
+        errno = saved;
+}
+
+void log_structv(int level, const char *message_id, const char *const *fields, size_t n_fields,
+                 const char *format, va_list ap) {
+        char message[LOG_MESSAGE_MAX];
+        int saved = errno;
+
+        if (level > max_level)
+                return;
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        log_emit(level, message_id, fields, n_fields, message);
+        errno = saved;
+}
+
+void log_struct(int level, const char *message_id, const char *const *fields, size_t n_fields,
+                const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        log_structv(level, message_id, fields, n_fields, format, ap);
         va_end(ap);
 }

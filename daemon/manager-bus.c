@@ -332,6 +332,20 @@ static int method_add_tap(sd_bus_message *message, void *userdata, sd_bus_error 
         return request_start_add_netif(m, message, ns, -EBADF, NULL, error);
 }
 
+static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(message, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags & ~RELOAD_FLAGS_ALL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown flags 0x%" PRIx64, flags & ~RELOAD_FLAGS_ALL);
+        return request_start_reload(m, message, error);
+}
+
 static int method_list(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
@@ -383,6 +397,21 @@ static int method_get_by_uid(sd_bus_message *message, void *userdata, sd_bus_err
          * namespaces map ids that belong to their owner, not to them. */
         r = allocator_lookup(m->allocator, uid, &id, NULL, NULL);
         ns = r >= 0 ? hashmap_get_u64(m->by_id, id) : NULL;
+        /* Namespaces from before a change of the pools are not in them. */
+        if (!ns && m->n_outside_pools > 0) {
+                size_t state = 0;
+                void *v;
+
+                while (hashmap_iterate(m->by_id, &state, &v)) {
+                        const Namespace *candidate = v;
+
+                        if (candidate->e.kind == NS_KIND_TRANSIENT && uid >= candidate->e.uid_start &&
+                            uid - candidate->e.uid_start < candidate->e.size) {
+                                ns = candidate;
+                                break;
+                        }
+                }
+        }
         if (!ns)
                 return sd_bus_error_setf(error, ERROR_PREFIX "NotRegistered",
                                          "No namespace holds uid %" PRIu32 " in a transient range", uid);
@@ -509,7 +538,8 @@ static int property_get_false(sd_bus *bus, const char *path, const char *interfa
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Restriction", "s", property_get_restriction, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        /* Restriction= can be turned off and on by a reload. */
+        SD_BUS_PROPERTY("Restriction", "s", property_get_restriction, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("TeardownTracking", "s", property_get_tracking, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("RangeStart", "u", NULL, offsetof(Manager, config.range_start), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("RangeEnd", "u", NULL, offsetof(Manager, config.range_end), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -547,6 +577,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_ARGS("u", uid, "t", flags),
                                 SD_BUS_RESULT("o", namespace),
                                 method_get_by_uid, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Reload",
+                                SD_BUS_ARGS("t", flags),
+                                SD_BUS_NO_RESULT,
+                                method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("UserNamespaceNew", SD_BUS_ARGS("o", namespace, "s", name, "u", owner), 0),
         SD_BUS_SIGNAL_WITH_ARGS("UserNamespaceRemoved", SD_BUS_ARGS("o", namespace, "s", name, "u", owner), 0),
         SD_BUS_VTABLE_END,

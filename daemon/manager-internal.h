@@ -32,6 +32,15 @@
 #define USERNS_IFACE "org.freedesktop.NamespaceResource1.UserNamespace"
 #define ERROR_PREFIX "org.freedesktop.NamespaceResource1.Error."
 
+/* MESSAGE_IDs of the journal messages an audit trail is built from; their
+ * fields are NSRESD_NAME, NSRESD_OWNER, NSRESD_KIND, NSRESD_UID_START,
+ * NSRESD_GID_START, NSRESD_SIZE, NSRESD_TARGET, NSRESD_NS_ID,
+ * NSRESD_NS_INODE and NSRESD_OBJECT. */
+#define MESSAGE_NAMESPACE_ALLOCATED "9b4762abf6ab42c69d4f93be048a1b2a"
+#define MESSAGE_NAMESPACE_RELEASED "7258491f02a840949a2fd3e9654f9334"
+#define MESSAGE_RANGE_KEPT "9f1597472e2441c2988630253ec578f5"       /* its call failed after a map was written */
+#define MESSAGE_CONFIG_RELOADED "24bf1a0eb12e44b3836b813d3626aeca"
+
 #define ALLOCATE_MANGLE_NAME (UINT64_C(1) << 0)
 #define ALLOCATE_SELF (UINT64_C(1) << 1)
 #define ALLOCATE_MAP_CALLER (UINT64_C(1) << 2)
@@ -42,6 +51,8 @@
 
 /* AddNetworkToUserNamespace and AddTapToUserNamespace take no flags yet. */
 #define ADD_NETIF_FLAGS_ALL UINT64_C(0)
+/* Reload takes no flags yet. */
+#define RELOAD_FLAGS_ALL UINT64_C(0)
 
 /* Requests in flight from all callers together: one per helper process at
  * most, so this also bounds the processes the daemon forks. */
@@ -103,6 +114,7 @@ typedef enum RequestKind {
         REQUEST_ADD_MOUNT,
         REQUEST_ADD_CGROUP,
         REQUEST_ADD_NETIF,
+        REQUEST_RELOAD,
 } RequestKind;
 
 typedef struct CallQueue {
@@ -116,8 +128,10 @@ typedef struct Request Request;
 
 struct Manager {
         sd_event *event;
+        unsigned n_outside_pools;       /* transient namespaces loaded with ranges the pools do not hold */
         sd_bus *bus;
         Config config;
+        char *config_path;
         char *state_dir;
         char *bpf_dir;
 
@@ -146,6 +160,7 @@ struct Manager {
 
         uint64_t own_userns_id;
         int nsfs_fd;            /* our own user namespace: any nsfs fd opens handles */
+        int state_lock_fd;      /* holds the state directory's lock while we run */
         CgroupMount cgroup_mount;       /* .fd < 0 until a cgroup2 mount is found */
         uint8_t netif_key[NETIF_KEY_SIZE];
         bool netif_key_loaded;
@@ -180,6 +195,10 @@ static inline bool fault_matches(const char *fault, const char *name) {
 
 /* manager.c */
 uint64_t now_realtime_usec(void);
+/* A structured message about one namespace (MESSAGE_* above), with every
+ * field; the text should say the same in words. */
+void log_namespace_event(int level, const char *message_id, const NsEntry *e, const char *format, ...)
+        __attribute__((format(printf, 4, 5)));
 Namespace *namespace_new(Manager *m, const NsEntry *e);
 Namespace *namespace_free(Namespace *ns);
 int namespace_index(Manager *m, Namespace *ns);
@@ -220,6 +239,7 @@ int namespace_add_netif(Manager *m, Namespace *ns, NsNetifKind kind, int netns_f
                         int *ret_tap_fd);
 void emit_manager_counts(Manager *m);
 void manager_index_dirty(Manager *m);
+void manager_index_add(Manager *m, const Namespace *ns);
 int manager_refresh_claims(Manager *m);
 /* Refresh unless that happened in the last few seconds: > 0 if it ran. */
 int manager_refresh_claims_ratelimited(Manager *m);
@@ -242,6 +262,12 @@ int request_start_add_cgroup(Manager *m, sd_bus_message *message, Namespace *ns,
  * owner at once, so that the limits hold for calls in flight. */
 int request_start_add_netif(Manager *m, sd_bus_message *message, Namespace *ns, int netns_fd, const char *ifname,
                             sd_bus_error *error);
+/* Reload: the caller's uid, then polkit (action manage; root always may),
+ * then manager_reload(). */
+int request_start_reload(Manager *m, sd_bus_message *message, sd_bus_error *error);
+/* Put allocations in flight that have taken a range into the restriction
+ * just loaded: they are not in the registry's namespaces yet. */
+int requests_join_restriction(Manager *m);
 /* Drop a request in flight without answering it (the service stops). */
 void request_abandon(Request *req);
 /* Kill and reap helpers still running: they may run on memory we own. */

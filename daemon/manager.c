@@ -26,6 +26,7 @@
 #include "polkit.h"
 #include "registry.h"
 #include "restrict.h"
+#include "state.h"
 #include "track.h"
 #include "userns.h"
 #include "util.h"
@@ -52,6 +53,28 @@ static uint64_t now_monotonic_usec(void) {
 
 static bool entry_is_transient(const NsEntry *e) {
         return e->kind == NS_KIND_TRANSIENT;
+}
+
+void log_namespace_event(int level, const char *message_id, const NsEntry *e, const char *format, ...) {
+        char name[sizeof("NSRESD_NAME=") + QUALIFIED_NAME_MAX], owner[32], kind[32], uid_start[32], gid_start[32],
+                size[32], target[32], id[48], inode[48], object[sizeof("NSRESD_OBJECT=" USERNS_PATH_PREFIX) + 24];
+        const char *const fields[] = { name, owner, kind, uid_start, gid_start, size, target, id, inode, object };
+        va_list ap;
+
+        snprintf(name, sizeof(name), "NSRESD_NAME=%s", e->name);
+        snprintf(owner, sizeof(owner), "NSRESD_OWNER=%u", (unsigned) e->owner);
+        snprintf(kind, sizeof(kind), "NSRESD_KIND=%s", ns_kind_to_string(e->kind));
+        snprintf(uid_start, sizeof(uid_start), "NSRESD_UID_START=%" PRIu32, e->uid_start);
+        snprintf(gid_start, sizeof(gid_start), "NSRESD_GID_START=%" PRIu32, e->gid_start);
+        snprintf(size, sizeof(size), "NSRESD_SIZE=%" PRIu32, e->size);
+        snprintf(target, sizeof(target), "NSRESD_TARGET=%" PRIu32, e->target);
+        snprintf(id, sizeof(id), "NSRESD_NS_ID=%" PRIu64, e->id);
+        snprintf(inode, sizeof(inode), "NSRESD_NS_INODE=%" PRIu64, e->inode);
+        snprintf(object, sizeof(object), "NSRESD_OBJECT=" USERNS_PATH_PREFIX "/%" PRIu64, e->id);
+
+        va_start(ap, format);
+        log_structv(level, message_id, fields, ELEMENTSOF(fields), format, ap);
+        va_end(ap);
 }
 
 /* ---- namespaces --------------------------------------------------------- */
@@ -804,8 +827,10 @@ void emit_manager_counts(Manager *m) {
 static void namespace_release(Manager *m, Namespace *ns, const char *why) {
         int r;
 
-        log_info("Releasing namespace '%s' (id %" PRIu64 ", uids %" PRIu32 "+%" PRIu32 ", owner %u): %s",
-                 ns->e.name, ns->e.id, ns->e.uid_start, ns->e.size, (unsigned) ns->e.owner, why);
+        log_namespace_event(LOG_INFO, MESSAGE_NAMESPACE_RELEASED, &ns->e,
+                            "Releasing namespace '%s' (%s, id %" PRIu64 ", uids %" PRIu32 "+%" PRIu32 ", owner %u): %s",
+                            ns->e.name, ns_kind_to_string(ns->e.kind), ns->e.id, ns->e.uid_start, ns->e.size,
+                            (unsigned) ns->e.owner, why);
 
         if (m->bus) {
                 /* ObjectManager needs the object to still exist to list its
@@ -831,7 +856,9 @@ static void namespace_release(Manager *m, Namespace *ns, const char *why) {
         r = registry_remove(m->registry, &ns->e);
         if (r < 0)
                 log_warning_errno(r, "Failed to remove registry entry of '%s': %m", ns->e.name);
-        if (entry_is_transient(&ns->e)) {
+        if (entry_is_transient(&ns->e) && !allocator_covers(m->allocator, ns->e.uid_start, ns->e.size))
+                m->n_outside_pools--;
+        else if (entry_is_transient(&ns->e)) {
                 r = allocator_release(m->allocator, ns->e.uid_start, ns->e.size);
                 if (r < 0)
                         log_warning_errno(r, "Range %" PRIu32 "+%" PRIu32 " of '%s' was not taken: %m",
@@ -969,28 +996,50 @@ static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- NSS index ---------------------------------------------------------- */
 
-static int on_index_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Manager *m = userdata;
+static void manager_write_index(Manager *m) {
         _cleanup_free_ Namespace **list = NULL;
         _cleanup_free_ const NsEntry **entries = NULL;
         size_t n;
         int r;
 
-        (void) s;
-        (void) usec;
-
         r = collect_namespaces(m, &list, &n);
         if (r < 0)
-                return 0;
+                return;
         entries = calloc(n ? n : 1, sizeof(NsEntry *));
         if (!entries)
-                return 0;
+                return;
         for (size_t i = 0; i < n; i++)
                 entries[i] = &list[i]->e;
         r = registry_write_index(m->registry, entries, n);
         if (r < 0)
                 log_warning_errno(r, "Failed to write the NSS index: %m");
+}
+
+static int on_index_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        manager_write_index(userdata);
         return 0;
+}
+
+/* A new namespace's names must resolve by the time its caller hears back:
+ * its processes may talk to the bus at once, and dbus-daemon refuses uids
+ * without a passwd entry. One line is appended; removals are coalesced. */
+void manager_index_add(Manager *m, const Namespace *ns) {
+        int enabled, r;
+
+        /* With a removal still pending, the range may be the one just freed:
+         * its old line must go before the new one is read. */
+        if (m->index_timer && sd_event_source_get_enabled(m->index_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF) {
+                (void) sd_event_source_set_enabled(m->index_timer, SD_EVENT_OFF);
+                manager_write_index(m);
+                return;
+        }
+        r = registry_append_index(m->registry, &ns->e);
+        if (r < 0) {
+                log_debug("Appending '%s' to the NSS index failed (%s), rewriting it", ns->e.name, strerror(-r));
+                manager_write_index(m);
+        }
 }
 
 /* Coalesced: under load the index is rewritten at most every INDEX_DELAY_USEC. */
@@ -1078,11 +1127,22 @@ static void on_registry_entry(const NsEntry *e, void *userdata) {
                 return;
         }
         if (entry_is_transient(e)) {
-                r = allocator_mark(m->allocator, e->uid_start, e->size, e->id);
-                if (r < 0) {
-                        log_error_errno(r, "Registry entry '%s' claims range %" PRIu32 "+%" PRIu32 " that cannot be reserved, ignoring it: %m",
-                                        e->name, e->uid_start, e->size);
-                        return;
+                if (!allocator_covers(m->allocator, e->uid_start, e->size)) {
+                        /* The pools were changed since it was allocated. It
+                         * is still tracked, published and released when it
+                         * dies; its range cannot be handed out, being
+                         * outside the pools. */
+                        log_warning("Range %" PRIu32 "+%" PRIu32 " of '%s' is outside the configured pools; it stays "
+                                    "reserved until the namespace is gone", e->uid_start, e->size, e->name);
+                        m->n_outside_pools++;
+                } else {
+                        r = allocator_mark(m->allocator, e->uid_start, e->size, e->id);
+                        if (r < 0) {
+                                log_error_errno(r, "Registry entry '%s' claims range %" PRIu32 "+%" PRIu32
+                                                " that cannot be reserved, ignoring it: %m",
+                                                e->name, e->uid_start, e->size);
+                                return;
+                        }
                 }
         }
         ns = namespace_new(m, e);
@@ -1176,11 +1236,19 @@ static void finish_pending(Manager *m) {
                         namespace_release(m, ns, "interrupted allocation, no map was written");
                         continue;
                 }
-                if (r < 0)
-                        log_warning_errno(r, "Cannot read the maps of interrupted allocation '%s', keeping its range: %m",
-                                          ns->e.name);
-                else
-                        log_notice("Interrupted allocation of '%s' completed: its map is in place", ns->e.name);
+                /* Its call got no answer, so it failed; the range is the
+                 * namespace's all the same. */
+                if (r < 0) {
+                        errno = -r;
+                        log_namespace_event(LOG_WARNING, MESSAGE_RANGE_KEPT, &ns->e,
+                                            "Cannot read the maps of interrupted allocation '%s' (id %" PRIu64
+                                            ", owner %u): %m; its range %" PRIu32 "+%" PRIu32 " stays reserved",
+                                            ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns->e.uid_start, ns->e.size);
+                } else
+                        log_namespace_event(LOG_NOTICE, MESSAGE_RANGE_KEPT, &ns->e,
+                                            "Interrupted allocation of '%s' (id %" PRIu64 ", owner %u) completed: its "
+                                            "map is in place, so range %" PRIu32 "+%" PRIu32 " stays reserved",
+                                            ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns->e.uid_start, ns->e.size);
                 ns->e.pending = false;
                 r = registry_save(m->registry, &ns->e);
                 if (r < 0)
@@ -1432,7 +1500,9 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->event = sd_event_ref(event);
         m->config = *config;
         m->nsfs_fd = -1;
+        m->state_lock_fd = -EBADF;
         m->cgroup_mount.fd = -EBADF;
+        m->config_path = strdup(paths->config);
         m->state_dir = strdup(paths->state_dir);
         m->bpf_dir = strdup(paths->bpf_dir);
         m->by_id = hashmap_new_u64();
@@ -1450,7 +1520,7 @@ int manager_new(sd_event *event, const Config *config, const ManagerPaths *paths
         m->cgroup_removals = hashmap_new_u64();
         m->netifs_per_owner = hashmap_new_u64();
         if (!m->netifs_per_owner ||
-            !m->helpers || !m->suspects || !m->identifying || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
+            !m->helpers || !m->suspects || !m->identifying || !m->config_path || !m->state_dir || !m->bpf_dir || !m->by_id || !m->by_inode || !m->by_name ||
             !m->pending_ids || !m->pending_names || !m->requests_per_caller || !m->cgroups || !m->cgroup_removals) {
                 manager_free(m);
                 return -ENOMEM;
@@ -1486,6 +1556,17 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "This kernel has no namespace ids (NS_GET_ID, Linux 6.18+): %m");
 
+        r = registry_open(m->state_dir, &m->registry);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the registry under '%s': %m", m->state_dir);
+        /* Before anything else is touched: two daemons on one registry would
+         * each release what the other one hands out. */
+        r = state_lock(m->state_dir, &m->state_lock_fd);
+        if (r == -EBUSY)
+                return log_error_errno(r, "Another nsresd runs on '%s' (it holds the directory's lock)", m->state_dir);
+        if (r < 0)
+                return log_error_errno(r, "Failed to lock '%s': %m", m->state_dir);
+
         r = manager_refresh_claims(m);
         if (r < 0)
                 return r;
@@ -1515,9 +1596,6 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to register bus objects: %m");
 
-        r = registry_open(m->state_dir, &m->registry);
-        if (r < 0)
-                return log_error_errno(r, "Failed to open the registry under '%s': %m", m->state_dir);
         /* Without the key no host name can be computed; everything else works. */
         r = netif_key_load(m->state_dir, m->netif_key);
         if (r < 0)
@@ -1684,6 +1762,8 @@ Manager *manager_free(Manager *m) {
         caller_uids_clear(m);
         if (m->nsfs_fd >= 0)
                 close(m->nsfs_fd);
+        closep(&m->state_lock_fd);
+        free(m->config_path);
         free(m->state_dir);
         free(m->bpf_dir);
         free(m->fault_kill_after_map);
@@ -1696,3 +1776,88 @@ Manager *manager_free(Manager *m) {
         return NULL;
 }
 
+
+/* ---- reload ------------------------------------------------------------- */
+
+/* Restriction= changed: off loads nothing and removes what is pinned, the
+ * other two load it as at start (permissive and enforce differ only in
+ * what a call does while it is unavailable). */
+static void manager_reload_restriction(Manager *m, RestrictionMode old) {
+        const char *before = m->restriction;
+        int r;
+
+        if ((old == RESTRICTION_OFF) == (m->config.restriction == RESTRICTION_OFF))
+                return;
+
+        if (m->config.restriction == RESTRICTION_OFF) {
+                m->restrictor = restrictor_free(m->restrictor);
+                manager_setup_restriction(m);
+        } else {
+                manager_setup_restriction(m);
+                /* Allocations between polkit's answer and their map are not
+                 * namespaces yet, and their ids must not run unrestricted. */
+                if (m->restrictor) {
+                        r = requests_join_restriction(m);
+                        if (r < 0)
+                                log_warning_errno(r, "Failed to add allocations in flight to the restriction: %m");
+                }
+        }
+        m->warned_permissive = false;
+        if (m->bus && strcmp(before, m->restriction) != 0)
+                (void) sd_bus_emit_properties_changed(m->bus, MANAGER_PATH, MANAGER_IFACE, "Restriction", NULL);
+}
+
+int manager_reload(Manager *m, char **ret_error) {
+        _cleanup_free_ char *error = NULL, *changes = NULL;
+        RestrictionMode old_restriction = m->config.restriction;
+        char path_field[sizeof("NSRESD_CONFIG=") + PATH_MAX];
+        const char *const fields[] = { path_field };
+        bool pool_kept = false;
+        Config c;
+        int r;
+
+        config_defaults(&c);
+        r = config_load(&c, m->config_path, &error);
+        if (r < 0) {
+                if (!error) {
+                        errno = -r;
+                        if (asprintf(&error, "%s: %m", m->config_path) < 0)
+                                return log_error_errno(r, "Reloading the configuration failed: %m");
+                }
+                log_error("Reloading the configuration failed, the running one stays: %s", error);
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
+                return r;
+        }
+
+        /* The allocator's pools are bitmaps over the ranges it was made
+         * with, built before the registry is loaded into them; rebuilding
+         * them under live requests is not worth its risk. The pools change
+         * at the next start, which keeps namespaces outside the new pools
+         * until they are gone. */
+        if (config_pool_differs(&m->config, &c)) {
+                pool_kept = true;
+                c.range_start = m->config.range_start;
+                c.range_end = m->config.range_end;
+                c.single_range_start = m->config.single_range_start;
+                c.single_range_end = m->config.single_range_end;
+                memcpy(c.pool_origin, m->config.pool_origin, sizeof(c.pool_origin));
+        }
+
+        changes = config_describe_changes(&m->config, &c);
+        m->config = c;
+        allocator_set_max_per_owner(m->allocator, c.max_namespaces_per_owner);
+        manager_reload_restriction(m, old_restriction);
+
+        if (pool_kept)
+                log_warning("The pool (RangeStart=, RangeEnd=, SingleRangeStart=, SingleRangeEnd=) changed in '%s': "
+                            "it stays %" PRIu32 "-%" PRIu32 " and %" PRIu32 "-%" PRIu32 " while the service runs; "
+                            "restart it to apply the new one", m->config_path, m->config.range_start,
+                            m->config.range_end, m->config.single_range_start, m->config.single_range_end);
+        snprintf(path_field, sizeof(path_field), "NSRESD_CONFIG=%s", m->config_path);
+        log_struct(LOG_INFO, MESSAGE_CONFIG_RELOADED, fields, ELEMENTSOF(fields),
+                   "Configuration reloaded from '%s' and its drop-ins, for new calls: %s%s", m->config_path,
+                   changes && changes[0] ? changes : "nothing changed",
+                   pool_kept ? " (the pool waits for a restart)" : "");
+        return 0;
+}

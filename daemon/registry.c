@@ -1254,6 +1254,34 @@ int registry_load(Registry *r, const RegistryLoadCallbacks *cb, void *userdata) 
         return 0;
 }
 
+/* The index lists transient namespaces only, one "uid_start size name" line
+ * each; the NSS module splits on whitespace and newlines. */
+static bool index_lists(const NsEntry *e) {
+        return e->kind == NS_KIND_TRANSIENT && name_chars_valid(e->name);
+}
+
+int registry_append_index(Registry *r, const NsEntry *e) {
+        _cleanup_close_ int fd = -EBADF;
+        char line[10 + 1 + 10 + 1 + QUALIFIED_NAME_MAX + 2];
+        ssize_t k;
+        int n;
+
+        if (!index_lists(e))
+                return 0;
+        n = snprintf(line, sizeof(line), "%" PRIu32 " %" PRIu32 " %s\n", e->uid_start, e->size, e->name);
+        if (n < 0 || (size_t) n >= sizeof(line))
+                return -ENAMETOOLONG;
+        fd = openat(r->state_fd, INDEX_FILE, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        /* One short write to an O_APPEND file: a reader sees the whole line
+         * or none of it (the module ignores a line without its newline). */
+        k = write(fd, line, (size_t) n);
+        if (k < 0)
+                return -errno;
+        return k == n ? 0 : -EIO;
+}
+
 int registry_write_index(Registry *r, const NsEntry *const *entries, size_t n) {
         _cleanup_free_ char *text = NULL;
         size_t size = 0;
@@ -1265,10 +1293,7 @@ int registry_write_index(Registry *r, const NsEntry *const *entries, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 const NsEntry *e = entries[i];
 
-                if (e->kind != NS_KIND_TRANSIENT)
-                        continue;
-                /* The NSS module splits on whitespace and newlines. */
-                if (!name_chars_valid(e->name))
+                if (!index_lists(e))
                         continue;
                 fprintf(f, "%" PRIu32 " %" PRIu32 " %s\n", e->uid_start, e->size, e->name);
         }

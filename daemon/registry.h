@@ -167,3 +167,5 @@ int registry_load(Registry *r, const RegistryLoadCallbacks *cb, void *userdata);
 /* Replace the world-readable index atomically. Entries of kind SELF and
  * REGISTERED are left out (they hand out no ids). */
 int registry_write_index(Registry *r, const NsEntry *const *entries, size_t n);
+/* Add one namespace to the index at once (a rewrite may follow later). */
+int registry_append_index(Registry *r, const NsEntry *e);

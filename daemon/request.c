@@ -11,7 +11,8 @@
  * AddMountToUserNamespace, AddControlGroupToUserNamespace,
  * AddNetworkToUserNamespace and AddTapToUserNamespace take the same way
  * through the caller's uid and polkit, and then hand the mount, the cgroup
- * or a new link to its (published) namespace.
+ * or a new link to its (published) namespace. Reload takes it too, with
+ * the manage action, and ends in manager_reload().
  */
 
 #include <errno.h>
@@ -101,6 +102,7 @@ static const char *const kind_action[] = {
         [REQUEST_ADD_MOUNT] = NSRESD_ACTION_PREFIX "delegate-mount",
         [REQUEST_ADD_CGROUP] = NSRESD_ACTION_PREFIX "delegate-cgroup",
         [REQUEST_ADD_NETIF] = NSRESD_ACTION_PREFIX "delegate-network-interface",
+        [REQUEST_RELOAD] = NSRESD_ACTION_PREFIX "manage",
 };
 
 /* ---- caller request counting ------------------------------------------- */
@@ -336,7 +338,11 @@ static void request_complete(Request *req, int failure) {
                 /* Out of memory with maps written: keep the range reserved
                  * (the registry still has it) and fail the call. */
                 namespace_free(ns);
-                log_error("Out of memory publishing '%s', its range stays reserved until restart", req->entry.name);
+                log_namespace_event(LOG_ERR, MESSAGE_RANGE_KEPT, &req->entry,
+                                    "Out of memory publishing '%s' (id %" PRIu64 ", owner %u): its map is written, so "
+                                    "range %" PRIu32 "+%" PRIu32 " stays reserved until restart",
+                                    req->entry.name, req->entry.id, (unsigned) req->entry.owner,
+                                    req->entry.uid_start, req->entry.size);
                 req->saved = req->range_taken = req->charged = req->tracked = req->restricted = false;
                 request_fail(req, SD_BUS_ERROR_NO_MEMORY, "Out of memory");
                 return;
@@ -345,9 +351,20 @@ static void request_complete(Request *req, int failure) {
         /* Ownership of range, quota, registry file, tracking and restriction moves to ns. */
         req->saved = req->range_taken = req->charged = req->tracked = req->restricted = false;
 
-        log_info("Namespace '%s' (id %" PRIu64 ", owner %u): %s %" PRIu32 "+%" PRIu32 " at %" PRIu32 "%s",
-                 ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns_kind_to_string(ns->e.kind),
-                 ns->e.uid_start, ns->e.size, ns->e.target, ns->e.map_caller ? ", caller mapped" : "");
+        if (failure < 0)
+                log_namespace_event(LOG_WARNING, MESSAGE_RANGE_KEPT, &ns->e,
+                                    "Namespace '%s' (id %" PRIu64 ", owner %u): %s %" PRIu32 "+%" PRIu32 " at %" PRIu32
+                                    " stays reserved although its call failed: its uid_map is written",
+                                    ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns_kind_to_string(ns->e.kind),
+                                    ns->e.uid_start, ns->e.size, ns->e.target);
+        else
+                log_namespace_event(LOG_INFO, MESSAGE_NAMESPACE_ALLOCATED, &ns->e,
+                                    "Namespace '%s' (id %" PRIu64 ", owner %u): %s %" PRIu32 "+%" PRIu32 " at %" PRIu32 "%s",
+                                    ns->e.name, ns->e.id, (unsigned) ns->e.owner, ns_kind_to_string(ns->e.kind),
+                                    ns->e.uid_start, ns->e.size, ns->e.target,
+                                    ns->e.map_caller ? ", caller mapped" : "");
+
+        manager_index_add(m, ns);
 
         if (failure < 0)
                 r = sd_bus_reply_method_errorf(req->message, SD_BUS_ERROR_FAILED,
@@ -365,7 +382,6 @@ static void request_complete(Request *req, int failure) {
         (void) sd_bus_emit_signal(m->bus, MANAGER_PATH, MANAGER_IFACE, "UserNamespaceNew",
                                   "osu", ns->path, ns->e.name, (uint32_t) ns->e.owner);
         emit_manager_counts(m);
-        manager_index_dirty(m);
         request_free(req);
 }
 
@@ -445,8 +461,10 @@ static void request_map(Request *req) {
         }
 
         r = proc_write_file(procfd, "uid_map", uid_map);
-        if (r == -EPERM)
-                /* Someone wrote a map between our check and our write. */
+        /* The kernel says EPERM both when someone wrote a map between our
+         * check and our write and when we lack the privilege to write this
+         * one: only a map that is there now tells the first. */
+        if (r == -EPERM && proc_read_file(procfd, "uid_map", text, sizeof(text)) > 0)
                 return request_fail(req, ERROR_PREFIX "AlreadyMapped",
                                     "The user namespace was mapped by someone else while it was being allocated");
         if (r < 0)
@@ -768,6 +786,24 @@ static void request_commit_netif(Request *req) {
         request_free(req);
 }
 
+/* Root, or polkit said yes to manage. */
+static void request_commit_reload(Request *req) {
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        r = manager_reload(req->manager, &error);
+        if (r == -ENOMEM)
+                return request_fail_errno(req, r, "Failed to reload the configuration");
+        if (r < 0)
+                return request_fail(req, ERROR_PREFIX "BadConfiguration",
+                                    "The configuration was not reloaded, the running one stays: %s",
+                                    error ?: strerror(-r));
+        r = sd_bus_reply_method_return(req->message, "");
+        if (r < 0)
+                log_debug("Caller of Reload went away before the reply");
+        request_free(req);
+}
+
 /* Step 2 of the contract: polkit said yes. Pick the range and make it
  * crash-safe before any map is written. */
 static void request_commit(Request *req) {
@@ -781,6 +817,8 @@ static void request_commit(Request *req) {
                 return request_commit_cgroup(req);
         if (req->kind == REQUEST_ADD_NETIF)
                 return request_commit_netif(req);
+        if (req->kind == REQUEST_RELOAD)
+                return request_commit_reload(req);
 
         if (e->kind == NS_KIND_TRANSIENT) {
                 r = allocator_take(m->allocator, req->size, e->id, &e->uid_start);
@@ -826,7 +864,7 @@ static void request_commit(Request *req) {
 
 static void on_polkit(PolkitResult result, const sd_bus_error *error, void *userdata) {
         Request *req = userdata;
-        bool others = req->info.owner != req->caller;
+        bool others = req->kind != REQUEST_RELOAD && req->info.owner != req->caller;
         char what[96];
 
         req->polkit = NULL;
@@ -834,6 +872,8 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
 
         if (others)
                 snprintf(what, sizeof(what), "act on a user namespace that belongs to uid %u", (unsigned) req->info.owner);
+        else if (req->kind == REQUEST_RELOAD)
+                snprintf(what, sizeof(what), "reload the configuration of the user namespace service");
         else if (req->kind == REQUEST_ADD_MOUNT)
                 snprintf(what, sizeof(what), "let user namespace '%s' write to a mount", req->entry.name);
         else if (req->kind == REQUEST_ADD_CGROUP)
@@ -990,6 +1030,16 @@ static void request_ask_polkit(Request *req) {
         const char *action = req->info.owner != req->caller ? NSRESD_ACTION_PREFIX "manage" : kind_action[req->kind];
         const char *details[7];
         size_t n = 0;
+
+        /* It concerns no namespace: there is nothing to detail. */
+        if (req->kind == REQUEST_RELOAD) {
+                r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), kind_action[req->kind], NULL,
+                                       sd_bus_message_get_allow_interactive_authorization(req->message) > 0,
+                                       on_polkit, req, &req->polkit);
+                if (r < 0)
+                        request_fail_errno(req, r, "Failed to ask polkit");
+                return;
+        }
 
         details[n++] = "name";
         details[n++] = e->name;
@@ -1324,4 +1374,40 @@ int request_start_add_netif(Manager *m, sd_bus_message *message, Namespace *ns, 
 
         request_identify_caller(TAKE_PTR(req));
         return 1;
+}
+
+int request_start_reload(Manager *m, sd_bus_message *message, sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        r = request_new(m, message, REQUEST_RELOAD, &req, error);
+        if (r < 0)
+                return r;
+        /* What the request's log lines name it by. */
+        snprintf(req->given_name, sizeof(req->given_name), "Reload");
+
+        request_identify_caller(TAKE_PTR(req));
+        return 1;
+}
+
+int requests_join_restriction(Manager *m) {
+        size_t state = 0;
+        void *v;
+        int ret = 0;
+
+        while (hashmap_iterate(m->pending_ids, &state, &v)) {
+                Request *req = v;
+                int r;
+
+                if (!req->range_taken || req->restricted || req->entry.kind != NS_KIND_TRANSIENT)
+                        continue;
+                r = restrictor_add(m->restrictor, req->entry.id, req->entry.uid_start, req->entry.size);
+                if (r < 0) {
+                        if (ret == 0)
+                                ret = r;
+                        continue;
+                }
+                req->restricted = true;
+        }
+        return ret;
 }

@@ -1004,6 +1004,12 @@ class Daemon:
         self.fault = fault
         self.process = None
         self.starts = 0
+        # Run before the daemon's own argv (strace -D, setpriv): something
+        # that ends up as the daemon itself, so pid and signals stay its own.
+        self.command_prefix = []
+        # Set JOURNAL_STREAM to the device:inode of the daemon's stderr, as
+        # systemd does when stderr is the journal.
+        self.journal_stream = False
 
     @property
     def pid(self):
@@ -1034,9 +1040,12 @@ class Daemon:
         fault = fault if fault is not None else (self.fault if self.starts == 1 else None)
         if fault:
             env['NSRESD_FAULT'] = fault
-        argv = [str(daemon_binary()), f'--config={self.config_path}', f'--state-dir={self.state_dir}',
+        argv = [*self.command_prefix, str(daemon_binary()), f'--config={self.config_path}', f'--state-dir={self.state_dir}',
                 f'--bpf-dir={self.bpf_dir}']
         with open(self.log_path, 'ab') as log:
+            if self.journal_stream:
+                st = os.fstat(log.fileno())
+                env['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'
             log.write(f'---- start #{self.starts}: {" ".join(argv)}'
                       f'{" NSRESD_FAULT=" + fault if fault else ""}\n'.encode())
             log.flush()

@@ -249,8 +249,22 @@ def test_registry_file_and_index_entry_per_namespace(daemon, userns):
     assert daemon.registry_files() == []
     a = allocate_as(NOBODY, 'stored', userns(NOBODY))
     assert len(daemon.registry_files()) == 1
-    h.wait_until(lambda: (a.uid_start, BLOCK, a.name) in daemon.index_entries(), 2,
-                 what='the index entry')
+    # Listed before the reply: the namespace's ids resolve (NSS) at once.
+    assert daemon.index_entries() == [(a.uid_start, BLOCK, a.name)]
+
+
+@pytest.mark.nsresd_config(allocator={'RangeStart': 524288, 'RangeEnd': 524288 + BLOCK - 1})
+def test_a_reused_range_is_listed_under_its_new_name_only(daemon, userns, signals):
+    # The index drops a released namespace a little later (rewrites are
+    # coalesced); a new namespace given the same range at once must not be
+    # listed next to the old name.
+    for i in range(5):
+        ns = userns(NOBODY)
+        a = allocate_as(NOBODY, f'r{i}', ns)
+        assert daemon.index_entries() == [(524288, BLOCK, a.name)]
+        ns.release()
+        signals.wait_for(lambda e: e[1] == 'UserNamespaceRemoved' and e[3][0] == a.path, 5,
+                         what=f'{a.name} to be released')
 
 
 def test_index_is_world_readable_and_registry_is_not(daemon, userns):

@@ -184,3 +184,32 @@ def test_corrupt_registry_file_keeps_its_range(daemon, userns, root):
     # Whether the namespace lives cannot be told: its range stays taken.
     assert root.manager_property('FreeRanges') == 0
     h.expect_error(h.ERROR + 'NoRangeAvailable', NOBODY, allocate(userns(NOBODY), name='next'))
+
+
+@pytest.mark.nsresd_config(allocator=ONE_BLOCK)
+def test_a_namespace_outside_a_changed_pool_is_kept_until_it_dies(daemon, userns, root, signals):
+    # The admin moves the pool and restarts: a live namespace whose range is
+    # no longer in it is still tracked and published, its uids still found,
+    # and its range is released when it dies, not forgotten.
+    ns = userns(NOBODY)
+    a = h.as_user(NOBODY, allocate(ns, name='moved'))
+    assert a.uid_start == ONE_BLOCK['RangeStart']
+
+    assert daemon.stop() == 0
+    moved = {'RangeStart': 524288 + 4 * BLOCK, 'RangeEnd': 524288 + 6 * BLOCK - 1}
+    daemon.config_path.write_text(h.config_text(allocator=moved))
+    daemon.start()
+
+    assert 'outside the configured pools' in daemon.log()
+    assert [e.path for e in root.list()] == [a.path]
+    assert root.by_uid(a.uid_start + 7) == a.path
+    assert root.manager_property('FreeRanges') == 2
+    b = h.as_user(NOBODY, allocate(userns(NOBODY), name='new'))
+    assert b.uid_start == moved['RangeStart']
+
+    ns.release()
+    wait_removed(signals, a.path, timeout=5)
+    assert len(daemon.registry_files()) == 1
+    assert [e.path for e in root.list()] == [b.path]
+    assert 'was not taken' not in daemon.log()
+    assert root.manager_property('FreeRanges') == 1

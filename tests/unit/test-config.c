@@ -370,6 +370,25 @@ static void test_load(void) {
         }
 }
 
+/* What a reload logs as changed: every key that differs, and only those. */
+static void test_describe_changes(void) {
+        _cleanup_free_ char *none = NULL, *some = NULL;
+        Config a, b;
+
+        config_defaults(&a);
+        b = a;
+        none = config_describe_changes(&a, &b);
+        CHECK_STREQ(none, "");
+        CHECK(!config_pool_differs(&a, &b));
+
+        b.max_namespaces_per_owner = 2;
+        b.restriction = RESTRICTION_OFF;
+        b.single_range_end = 65000;
+        some = config_describe_changes(&a, &b);
+        CHECK_STREQ(some, "SingleRangeEnd=65519->65000, MaxNamespacesPerOwner=256->2, Restriction=enforce->off");
+        CHECK(config_pool_differs(&a, &b));
+}
+
 int main(void) {
         tmp_root = test_tmpdir();
 
@@ -378,5 +397,6 @@ int main(void) {
         RUN_TEST(test_errors);
         RUN_TEST(test_verify);
         RUN_TEST(test_load);
+        RUN_TEST(test_describe_changes);
         return EXIT_SUCCESS;
 }
