@@ -26,6 +26,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "doctor.h"
 #include "util.h"
 
 #ifndef NSRESD_VERSION
@@ -686,12 +687,15 @@ static void help(void) {
                "  info                    Show the state of the service\n"
                "  watch                   Print a line whenever a namespace is added or\n"
                "                          removed, until interrupted\n"
+               "  doctor                  Check what on this host makes nsresd fail or\n"
+               "                          degrade, with the fix for each problem (some\n"
+               "                          checks need root)\n"
                "\n"
                "Options:\n"
                "  -h --help               Show this help\n"
                "     --version            Show the version\n"
-               "     --json               Print JSON (list, status, info: one document;\n"
-               "                          watch: one object per line)\n"
+               "     --json               Print JSON (list, status, info, doctor: one\n"
+               "                          document; watch: one object per line)\n"
                "  -v --verbose            run: report the allocation on stderr\n"
                "     --no-ask-password    Do not let polkit ask for a password\n"
                "\n"
@@ -717,7 +721,8 @@ static void help(void) {
                "\n"
                "Exit status: 0 on success, 1 on failure, 2 on wrong usage. run exits with\n"
                "the status of CMD (128+N if it was killed by signal N), 126 if CMD could not\n"
-               "be executed and 127 if it was not found.\n");
+               "be executed and 127 if it was not found. doctor exits with 1 if a check\n"
+               "failed (warnings do not count).\n");
 }
 
 typedef enum OptionResult {
@@ -1666,6 +1671,89 @@ static int verb_run(int argc, char *argv[]) {
         return run_command(&a);
 }
 
+static int print_doctor_json(const DoctorReport *report) {
+        _cleanup_json_ struct json_object *o = json_object_new_object(), *checks = json_object_new_array();
+        unsigned counts[_CHECK_STATUS_MAX] = {};
+
+        if (!o || !checks)
+                goto oom;
+
+        for (size_t i = 0; i < report->n_checks; i++) {
+                const Check *c = &report->checks[i];
+                struct json_object *j = json_object_new_object();
+
+                if (!j || json_object_array_add(checks, j) < 0) {
+                        json_object_put(j);
+                        goto oom;
+                }
+                if (json_add(j, "id", json_object_new_string(c->id)) < 0 ||
+                    json_add(j, "status", json_object_new_string(check_status_to_string(c->status))) < 0 ||
+                    json_add(j, "message", json_object_new_string(c->message)) < 0)
+                        goto oom;
+                /* Every key always present: "fix" is null when there is
+                 * nothing to do. */
+                if (c->fix ? json_add(j, "fix", json_object_new_string(c->fix)) < 0
+                           : json_object_object_add(j, "fix", NULL) < 0)
+                        goto oom;
+                counts[c->status]++;
+        }
+
+        if (json_add(o, "checks", TAKE_PTR(checks)) < 0 ||
+            json_add(o, "failed", json_object_new_int64(counts[CHECK_FAIL])) < 0 ||
+            json_add(o, "warnings", json_object_new_int64(counts[CHECK_WARN])) < 0 ||
+            json_add(o, "skipped", json_object_new_int64(counts[CHECK_SKIPPED])) < 0)
+                goto oom;
+
+        print_json(o);
+        return counts[CHECK_FAIL] > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+oom:
+        log_error_msg("Out of memory.");
+        return EXIT_FAILURE;
+}
+
+/* One line per check, problems in capitals so they stand out, the fix
+ * indented below. */
+static int print_doctor_text(const DoctorReport *report) {
+        static const char *const labels[_CHECK_STATUS_MAX] = {
+                [CHECK_OK] = "ok",
+                [CHECK_WARN] = "WARN",
+                [CHECK_FAIL] = "FAIL",
+                [CHECK_SKIPPED] = "skip",
+        };
+        unsigned counts[_CHECK_STATUS_MAX] = {};
+
+        for (size_t i = 0; i < report->n_checks; i++) {
+                const Check *c = &report->checks[i];
+
+                printf("%-4s  %s: %s\n", labels[c->status], c->id, c->message);
+                if (c->fix)
+                        printf("      Fix: %s\n", c->fix);
+                counts[c->status]++;
+        }
+
+        printf("\n%u failed, %u warning%s, %u skipped, %u ok.\n", counts[CHECK_FAIL], counts[CHECK_WARN],
+               counts[CHECK_WARN] == 1 ? "" : "s", counts[CHECK_SKIPPED], counts[CHECK_OK]);
+        return counts[CHECK_FAIL] > 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static int verb_doctor(int argc, char *argv[]) {
+        _cleanup_(doctor_report_done) DoctorReport report = {};
+        int r;
+
+        r = parse_options_no_arguments(argc, argv, "doctor");
+        if (r >= 0)
+                return r;
+
+        r = doctor_run(&report);
+        if (r < 0) {
+                log_error_msg("Out of memory.");
+                return EXIT_FAILURE;
+        }
+
+        return arg_json ? print_doctor_json(&report) : print_doctor_text(&report);
+}
+
 static const struct {
         const char *name;
         int (*run)(int argc, char *argv[]);
@@ -1675,6 +1763,7 @@ static const struct {
         { "status", verb_status },
         { "info",   verb_info   },
         { "watch",  verb_watch  },
+        { "doctor", verb_doctor },
 };
 
 int main(int argc, char *argv[]) {
