@@ -16,7 +16,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(meson ninja-build pkg-config gcc libc6-dev libsystemd-dev libbpf-dev bpftool clang-14 llvm-14
-          libjson-c-dev dbus-daemon polkitd util-linux)
+          libjson-c-dev libnl-3-dev libnl-route-3-dev dbus-daemon polkitd util-linux gettext)
 missing=()
 for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -28,10 +28,6 @@ fi
 
 if [ -f build/meson-private/coredata.dat ]; then meson setup --reconfigure build >/dev/null; else meson setup build >/dev/null; fi
 ninja -C build >/dev/null
-
-# polkitd reads actions from the system directory only.
-install -D -m 0644 build/polkit/org.freedesktop.NamespaceResource1.policy \
-        /usr/share/polkit-1/actions/org.freedesktop.NamespaceResource1.policy
 
 # Pinned BPF objects live on bpffs.
 mounted_bpffs=0
@@ -82,7 +78,16 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$run/system_bus_socket
 for _ in $(seq 100); do [ -S "$run/system_bus_socket" ] && break; sleep 0.05; done
 chmod 0666 "$run/system_bus_socket"
 
-/usr/lib/polkit-1/polkitd --no-debug 2>"$run/polkitd.log" &
+# polkitd reads actions and rules only from its own directories. It runs in
+# a mount namespace of its own where the policy as installed (into a staging
+# directory) is bound over its actions directory; the host's polkit
+# configuration is not touched.
+meson install -C build --no-rebuild --quiet --destdir "$run/dest"
+policy=$(find "$run/dest" -path '*/polkit-1/actions/org.freedesktop.NamespaceResource1.policy')
+chmod -R a+rX "$run/dest"
+unshare --mount --propagation private -- /bin/sh -c \
+        "mount --bind '$(dirname "$policy")' /usr/share/polkit-1/actions && exec /usr/lib/polkit-1/polkitd --no-debug" \
+        2>"$run/polkitd.log" &
 pids+=($!)
 
 # The BPF LSM cannot be used on every machine; permissive allocates anyway

@@ -1,21 +1,30 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """End to end with the real polkitd instead of the mock.
 
-polkitd runs on a bus of its own (the session's bus has the mock on
-org.freedesktop.PolicyKit1) and reads the project's policy from
-/usr/share/polkit-1/actions/, the only place it looks. Without logind the
-subject is in no session, so only the allow_any defaults decide:
-allocate-user-range and register-user-namespace are 'yes'; 'manage' is
-auth_admin_keep, which, with no authentication agent, polkitd answers with a
-challenge."""
+The policy polkitd reads is the one `meson install` puts into a staging
+directory (DESTDIR), translations included. polkitd runs in a mount namespace
+of its own where that actions directory and a rules directory of the tests'
+are bind-mounted over polkit's, so the host's polkit configuration is never
+touched and the host's rules play no part. It owns its name on a bus of its
+own (the session's bus has the mock on org.freedesktop.PolicyKit1).
+
+Without logind the subject is in no session, so the allow_any defaults and
+the rules decide: allocate-user-range and register-user-namespace are 'yes';
+'manage', 'delegate-mount' and 'delegate-bpf' are auth_admin_keep, which,
+with no authentication agent, polkitd answers with a challenge. The tests'
+rule denies delegate-network-interface to `nobody` alone."""
 
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import dbus
 import pytest
 
 import harness as h
@@ -23,8 +32,11 @@ from harness import BLOCK, DAEMON_USER, NOBODY
 
 POLKITD = Path('/usr/lib/polkit-1/polkitd')
 POLKIT_BUS_POLICY = Path('/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf')
-ACTIONS_DIR = Path('/usr/share/polkit-1/actions')
+# Where polkitd looks; inside its mount namespace these are ours.
+POLKIT_ACTIONS_DIR = Path('/usr/share/polkit-1/actions')
+POLKIT_RULES_DIRS = (Path('/etc/polkit-1/rules.d'), Path('/usr/share/polkit-1/rules.d'))
 POLICY_NAME = 'org.freedesktop.NamespaceResource1.policy'
+ACTION_DELEGATE_BPF = h.BUS_NAME + '.delegate-bpf'
 
 ACCESS_DENIED = h.DBUS_ERROR + 'AccessDenied'
 INTERACTIVE = h.DBUS_ERROR + 'InteractiveAuthorizationRequired'
@@ -34,6 +46,17 @@ POLKIT_ERRORS = {ACCESS_DENIED, INTERACTIVE}
 # auth_self_keep 3, auth_admin_keep 4, yes 5.
 IMPLICIT_AUTH_ADMIN_KEEP = 4
 IMPLICIT_YES = 5
+# CheckAuthorization flags.
+POLKIT_ALLOW_USER_INTERACTION = 1
+
+# The tests' local policy: the network interface action is denied to one user.
+TEST_RULES = """\
+polkit.addRule(function(action, subject) {
+        if (action.id == "org.freedesktop.NamespaceResource1.delegate-network-interface" &&
+            subject.user == "nobody")
+                return polkit.Result.NO;
+});
+"""
 
 
 def allocate(ns, name='x', **kwargs):
@@ -44,44 +67,32 @@ def register(ns, name='x', **kwargs):
     return lambda c: c.register(name, ns, **kwargs)
 
 
-# ---- module set-up: the policy file, a bus, polkitd ---------------------------------------
+# ---- module set-up: the installed policy, a bus, polkitd ----------------------------------
 
 @pytest.fixture(scope='module')
-def installed_policy():
-    """The built policy in polkitd's actions directory for this module.
-
-    Installed only if it is missing or different; what was there before is
-    put back afterwards (a file we added is removed again)."""
-    source = h.build_dir() / 'polkit' / POLICY_NAME
-    if not source.is_file():
-        pytest.fail(f'{source} was not built', pytrace=False)
-    target = ACTIONS_DIR / POLICY_NAME
-    wanted = source.read_bytes()
-    original = None
-    if target.exists():
-        original = (target.read_bytes(), os.stat(target).st_mode & 0o7777)
-        if original[0] == wanted:
-            yield target
-            return
-
-    def put(data, mode):
-        # Written next to it and renamed: polkitd watches the directory and
-        # must never read half a file. The temporary name is not *.policy.
-        tmp = ACTIONS_DIR / f'.{POLICY_NAME}.nsresd-test'
-        with open(tmp, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.rename(tmp, target)
-
-    ACTIONS_DIR.mkdir(parents=True, exist_ok=True)
-    put(wanted, 0o644)
+def polkit_tree():
+    """`meson install` into a staging directory, plus the tests' rules:
+    the directories polkitd gets instead of its own. Readable by the
+    polkitd user, which polkitd drops to."""
+    root = Path(tempfile.mkdtemp(prefix='nsresd-polkit-'))
     try:
-        yield target
+        root.chmod(0o755)
+        destdir = root / 'dest'
+        result = subprocess.run(['meson', 'install', '--no-rebuild', '--quiet', '-C', str(h.build_dir()),
+                                 '--destdir', str(destdir)], capture_output=True, text=True)
+        assert result.returncode == 0, f'meson install failed:\n{result.stdout}{result.stderr}'
+        policies = list(destdir.glob(f'**/share/polkit-1/actions/{POLICY_NAME}'))
+        assert len(policies) == 1, f'meson install put {POLICY_NAME} at {policies}'
+        rules = root / 'rules.d'
+        rules.mkdir(mode=0o755)
+        (rules / '50-nsresd-test.rules').write_text(TEST_RULES)
+        empty = root / 'empty'
+        empty.mkdir(mode=0o755)
+        for p in root.rglob('*'):
+            p.chmod(p.stat().st_mode | (0o755 if p.is_dir() else 0o644))
+        yield {'actions': policies[0].parent, 'rules': rules, 'empty': empty, 'policy': policies[0]}
     finally:
-        if original is None:
-            target.unlink(missing_ok=True)
-        else:
-            put(*original)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope='module')
@@ -101,15 +112,25 @@ def polkit_bus(environment):
     assert h.bus_address() == environment.address
 
 
+def polkitd_command(tree):
+    """polkitd in a private mount namespace that sees the installed actions
+    and the tests' rules (and no other rules) in polkit's own directories."""
+    binds = [(tree['actions'], POLKIT_ACTIONS_DIR), (tree['rules'], POLKIT_RULES_DIRS[0]),
+             (tree['empty'], POLKIT_RULES_DIRS[1])]
+    script = ''.join(f'mount --bind "{source}" "{target}" && ' for source, target in binds if target.is_dir())
+    return ['unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c',
+            script + f'exec {POLKITD} --no-debug']
+
+
 @pytest.fixture(scope='module')
-def polkitd(environment, polkit_bus, installed_policy):
+def polkitd(environment, polkit_bus, polkit_tree):
     """The real polkitd, started as root; it drops to the polkitd user."""
     log_path = environment.logs / 'polkitd-real.log'
     env = {k: v for k, v in os.environ.items() if not k.startswith('DBUS_')}
     env['DBUS_SYSTEM_BUS_ADDRESS'] = polkit_bus.address
     with open(log_path, 'ab') as log:
-        process = subprocess.Popen([str(POLKITD)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   env=env)
+        process = subprocess.Popen(polkitd_command(polkit_tree), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=log, env=env)
     client = h.Client(polkit_bus.address)
     try:
         def owned():
@@ -171,18 +192,67 @@ def test_the_authority_is_the_real_polkitd(polkitd, bus_client):
     assert h.MOCK_IFACE not in xml
 
 
-def test_the_policy_is_known_to_polkitd(polkitd, bus_client):
+def enumerate_actions(client, locale=''):
+    """polkitd's view of our actions: id -> (description, message, (any, inactive, active))."""
     # (action_id, description, message, vendor_name, vendor_url, icon_name,
     #  implicit_any, implicit_inactive, implicit_active, annotations)
-    actions = bus_client.bus.call_blocking(h.POLKIT_NAME, h.POLKIT_PATH, h.POLKIT_IFACE,
-                                           'EnumerateActions', 's', ('',))
-    defaults = {str(a[0]): (int(a[6]), int(a[7]), int(a[8])) for a in actions
-                if str(a[0]).startswith(h.BUS_NAME + '.')}
-    assert defaults[h.ACTION_ALLOCATE] == (IMPLICIT_YES,) * 3
-    assert defaults[h.ACTION_REGISTER] == (IMPLICIT_YES,) * 3
-    assert defaults[h.ACTION_DELEGATE_CGROUP] == (IMPLICIT_YES,) * 3
-    assert defaults[h.ACTION_MANAGE] == (IMPLICIT_AUTH_ADMIN_KEEP,) * 3
-    assert defaults[h.ACTION_DELEGATE_MOUNT] == (IMPLICIT_AUTH_ADMIN_KEEP,) * 3
+    actions = client.bus.call_blocking(h.POLKIT_NAME, h.POLKIT_PATH, h.POLKIT_IFACE,
+                                       'EnumerateActions', 's', (locale,))
+    return {str(a[0]): (str(a[1]), str(a[2]), (int(a[6]), int(a[7]), int(a[8]))) for a in actions}
+
+
+def policy_texts(policy, lang):
+    """action id -> (description, message) in `lang` (None: untranslated) from the policy file."""
+    xml_lang = '{http://www.w3.org/XML/1998/namespace}lang'
+    texts = {}
+    for action in ET.parse(policy).getroot().iter('action'):
+        pick = [next(e.text for e in action.findall(tag) if e.get(xml_lang) == lang)
+                for tag in ('description', 'message')]
+        texts[action.get('id')] = tuple(pick)
+    return texts
+
+
+def test_the_installed_policy_is_what_polkitd_knows(polkitd, bus_client):
+    # polkitd sees our installed actions directory and nothing else.
+    actions = enumerate_actions(bus_client)
+    defaults = {action: implicit for action, (_, _, implicit) in actions.items()}
+    assert defaults == {
+        h.ACTION_ALLOCATE: (IMPLICIT_YES,) * 3,
+        h.ACTION_REGISTER: (IMPLICIT_YES,) * 3,
+        h.ACTION_DELEGATE_CGROUP: (IMPLICIT_YES,) * 3,
+        h.ACTION_DELEGATE_NETIF: (IMPLICIT_YES,) * 3,
+        h.ACTION_DELEGATE_MOUNT: (IMPLICIT_AUTH_ADMIN_KEEP,) * 3,
+        ACTION_DELEGATE_BPF: (IMPLICIT_AUTH_ADMIN_KEEP,) * 3,
+        h.ACTION_MANAGE: (IMPLICIT_AUTH_ADMIN_KEEP,) * 3,
+    }
+
+
+def test_pkaction_reads_the_installed_policy(polkitd, polkit_bus):
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=polkit_bus.address, LANG='C.UTF-8')
+    out = subprocess.run(['pkaction', '--verbose', '--action-id', ACTION_DELEGATE_BPF], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert 'load BPF programs' in out
+    for field in ('implicit any', 'implicit inactive', 'implicit active'):
+        assert f'{field}:' in out
+        assert out.split(f'{field}:')[1].split()[0] == 'auth_admin_keep'
+
+
+@pytest.mark.parametrize('locale,lang', [('de_DE.UTF-8', 'de'), ('fr_FR.UTF-8', 'fr'), ('de_AT.UTF-8', 'de')])
+def test_polkitd_serves_the_translations(polkitd, polkit_tree, bus_client, locale, lang):
+    # What an authentication agent shows comes from polkitd, in the locale
+    # the agent registered with; EnumerateActions takes the same locale.
+    # (pkaction of polkit 122 always asks with an empty locale, so it
+    # shows the untranslated texts whatever LANG says.)
+    english = policy_texts(polkit_tree['policy'], None)
+    translated = policy_texts(polkit_tree['policy'], lang)
+    served = {action: (description, message)
+              for action, (description, message, _) in enumerate_actions(bus_client, locale).items()}
+    assert served == translated
+    for action, texts in translated.items():
+        assert texts[0] != english[action][0] and texts[1] != english[action][1], action
+        # The variables polkit substitutes survive translation.
+        for variable in ('$(name)', '$(mode)'):
+            assert (variable in texts[1]) == (variable in english[action][1]), (action, variable)
 
 
 def test_allocation_with_a_fresh_namespace(nsresd, userns, bus_client):
@@ -315,3 +385,143 @@ def test_root_is_authorised_without_polkit(nsresd, polkitd, userns, bus_client):
     assert bus_client.namespace_properties(b.path)['Owner'] == 65534
     # polkitd still answers afterwards.
     assert h.as_user(NOBODY, allocate(userns(NOBODY), name='after')).name == '65534-after'
+
+
+AGENT_INTERFACE = """<node><interface name="org.freedesktop.PolicyKit1.AuthenticationAgent">
+  <method name="BeginAuthentication">
+    <arg type="s" name="action_id" direction="in"/><arg type="s" name="message" direction="in"/>
+    <arg type="s" name="icon_name" direction="in"/><arg type="a{ss}" name="details" direction="in"/>
+    <arg type="s" name="cookie" direction="in"/><arg type="a(sa{sv})" name="identities" direction="in"/>
+  </method>
+  <method name="CancelAuthentication"><arg type="s" name="cookie" direction="in"/></method>
+</interface></node>"""
+
+
+def _ask_through_an_agent(client, fd, locale):
+    """As the caller (with its own connection, not `client`): register an authentication agent for this process in
+    `locale`, then AllocateUserRange for `fd` allowing interaction. The
+    agent declines whatever it is asked. Returns (what the agent was asked,
+    the call's error name)."""
+    from gi.repository import Gio, GLib
+
+    conn = Gio.DBusConnection.new_for_address_sync(
+        h.bus_address(),
+        Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION,
+        None, None)
+    loop = GLib.MainLoop()
+    asked, outcome = [], []
+
+    def on_agent_call(connection, sender, path, interface, method, parameters, invocation):
+        if method == 'BeginAuthentication':
+            action, message, _, details, _, _ = parameters.unpack()
+            asked.append((action, message, details))
+        invocation.return_dbus_error('org.freedesktop.PolicyKit1.Error.Cancelled', 'declined by the test agent')
+
+    def on_reply(connection, result):
+        try:
+            connection.call_with_unix_fd_list_finish(result)
+            outcome.append(None)
+        except GLib.Error as e:
+            outcome.append(Gio.DBusError.get_remote_error(e))
+        loop.quit()
+
+    try:
+        node = Gio.DBusNodeInfo.new_for_xml(AGENT_INTERFACE)
+        conn.register_object('/nsresd/test/agent', node.interfaces[0], on_agent_call, None, None)
+        pid = os.getpid()
+        with open(f'/proc/{pid}/stat') as f:
+            start_time = int(f.read().rsplit(')', 1)[1].split()[19])
+        subject = GLib.Variant('(sa{sv})', ('unix-process', {'pid': GLib.Variant('u', pid),
+                                                             'start-time': GLib.Variant('t', start_time),
+                                                             'uid': GLib.Variant('i', os.getuid())}))
+        conn.call_sync(h.POLKIT_NAME, h.POLKIT_PATH, h.POLKIT_IFACE, 'RegisterAuthenticationAgent',
+                       GLib.Variant.new_tuple(subject, GLib.Variant('s', locale),
+                                              GLib.Variant('s', '/nsresd/test/agent')),
+                       None, Gio.DBusCallFlags.NONE, 10000, None)
+        fds = Gio.UnixFDList.new()
+        index = fds.append(fd)
+        conn.call_with_unix_fd_list(h.BUS_NAME, h.MANAGER_PATH, h.MANAGER_IFACE, 'AllocateUserRange',
+                                    GLib.Variant('(suuht)', ('agent', BLOCK, 0, index, 0)), None,
+                                    Gio.DBusCallFlags.ALLOW_INTERACTIVE_AUTHORIZATION, 30000, fds, None,
+                                    on_reply)
+        GLib.timeout_add_seconds(30, loop.quit)
+        loop.run()
+        return asked, outcome
+    finally:
+        conn.close_sync(None)
+
+
+@pytest.mark.parametrize('locale,lang', [('de_DE.UTF-8', 'de'), ('fr_FR.UTF-8', 'fr')])
+def test_an_agent_is_asked_in_its_language(nsresd, polkit_tree, userns, bus_client, locale, lang):
+    # Someone else's namespace needs 'manage' (auth_admin_keep): with an
+    # agent registered for the caller, polkitd asks it, with the policy's
+    # message in the agent's language and the namespace's name filled in.
+    ns = userns(DAEMON_USER)
+    free = bus_client.manager_property('FreeRanges')
+    asked, outcome = h.as_user(NOBODY, _ask_through_an_agent, ns.fd, locale)
+    _, message = policy_texts(polkit_tree['policy'], lang)[h.ACTION_MANAGE]
+    assert [(action, text) for action, text, _ in asked] == [(h.ACTION_MANAGE, message.replace('$(name)', '1-agent'))]
+    # The agent declined: polkit's answer is a plain no, and nothing was allocated.
+    assert outcome == [h.ERROR + 'NotOwner']
+    _assert_nothing_left(nsresd, bus_client, ns, free)
+
+
+# ---- the tests' rule and the admin-only actions -------------------------------------------
+
+def test_a_rule_denies_network_interfaces_to_one_user_only(nsresd, bus_client):
+    from test_network import NetBox
+
+    boxes = []
+    try:
+        denied = NetBox(NOBODY, name='ruled')
+        boxes.append(denied)
+        e = h.expect_error(ACCESS_DENIED, NOBODY,
+                           lambda c: c.add_network(denied.fd, denied.netns_fd, 'eth0'))
+        assert 'network interface' in e.message
+        assert bus_client.namespace_properties(denied.path)['NetworkInterfaces'] == []
+        assert denied.inside() == {'lo'}
+
+        allowed = NetBox(DAEMON_USER, name='other')
+        boxes.append(allowed)
+        host, inside = h.as_user(DAEMON_USER, lambda c: c.add_network(allowed.fd, allowed.netns_fd, 'eth0'))
+        assert inside == 'eth0'
+        assert bus_client.namespace_properties(allowed.path)['NetworkInterfaces'] == [host]
+        assert allowed.inside() == {'lo', 'eth0'}
+    finally:
+        for b in boxes:
+            b.stop()
+    # The kernel deletes the veth with its namespace; the daemon forgets it.
+    h.wait_until(lambda: bus_client.list() == [], 10, what='the namespaces to be released')
+
+
+def _check_own_authorization(client, action, flags):
+    """CheckAuthorization of the caller's own bus name, as a service asks it."""
+    subject = ('system-bus-name', {'name': dbus.String(client.bus.get_unique_name(), variant_level=1)})
+    authorized, challenge, details = client.bus.call_blocking(
+        h.POLKIT_NAME, h.POLKIT_PATH, h.POLKIT_IFACE, 'CheckAuthorization', '(sa{sv})sa{ss}us',
+        (subject, action, {}, flags, ''), timeout=30)
+    return bool(authorized), bool(challenge), {str(k): str(v) for k, v in details.items()}
+
+
+@pytest.mark.parametrize('action', [ACTION_DELEGATE_BPF, h.ACTION_DELEGATE_MOUNT, h.ACTION_MANAGE])
+def test_admin_actions_without_an_agent(polkitd, action):
+    # auth_admin_keep: polkitd answers "not authorised, a challenge would
+    # help", whether or not interaction was allowed (no agent could take
+    # it). The service turns that into InteractiveAuthorizationRequired for
+    # a call that did not allow interaction and into AccessDenied for one
+    # that did (see the tests with 'manage' and 'delegate-mount' above).
+    # Root is authorised outright.
+    for user in (NOBODY, DAEMON_USER):
+        for flags in (0, POLKIT_ALLOW_USER_INTERACTION):
+            assert h.as_user(user, _check_own_authorization, action, flags)[:2] == (False, True), (user, flags)
+    client = h.Client()
+    try:
+        assert _check_own_authorization(client, action, 0)[:2] == (True, False)
+    finally:
+        client.close()
+
+
+def test_the_rule_is_what_polkitd_applies(polkitd):
+    action = h.ACTION_DELEGATE_NETIF
+    assert h.as_user(NOBODY, _check_own_authorization, action, 0)[:2] == (False, False)
+    assert h.as_user(DAEMON_USER, _check_own_authorization, action, 0)[:2] == (True, False)
