@@ -14,7 +14,8 @@ packages=(
         libsystemd-dev libbpf-dev bpftool clang-14 llvm-14
         libjson-c-dev libnl-3-dev libnl-route-3-dev
         python3 python3-pytest python3-dbusmock python3-dbus python3-gi
-        dbus-daemon polkitd util-linux coreutils
+        dbus-daemon dbus-bin systemd binutils polkitd util-linux coreutils
+        gettext scdoc libxml2-utils strace man-db iproute2
         qemu-system-x86 busybox-static e2fsprogs kmod
 )
 
