@@ -644,8 +644,9 @@ def test_lookups_in_many_threads_agree():
 
     wrong, fds_before, fds_after = with_private_run(threads, timeout=120)
     assert wrong == []
-    # No descriptor outlives a lookup.
-    assert fds_after == fds_before
+    # No descriptor outlives a lookup. (Inherited ones the child's garbage
+    # collector closes meanwhile may be gone.)
+    assert set(fds_after) <= set(fds_before), (fds_before, fds_after)
 
 
 def test_index_mode_and_owner_as_the_daemon_writes_it(bus, nss_daemon, userns):
