@@ -142,21 +142,6 @@ static int read_sysctl_u32(const char *path, uint32_t *ret) {
         return parse_decimal_u32(line, strlen(line), ret);
 }
 
-static bool list_has(const char *list, const char *name) {
-        size_t len = strlen(name);
-
-        for (const char *p = list; *p; ) {
-                size_t n = strcspn(p, ",");
-
-                if (n == len && strncmp(p, name, len) == 0)
-                        return true;
-                p += n;
-                if (*p == ',')
-                        p++;
-        }
-        return false;
-}
-
 /* Where securityfs is not mounted, root can still read the active list: from
  * a mount of its own in a mount namespace of its own, which the host never
  * sees. */
@@ -329,7 +314,7 @@ static void check_lsm(Doctor *d) {
                 return;
         }
 
-        if (list_has(list, "bpf")) {
+        if (comma_list_has(list, "bpf")) {
                 add_check(d, "lsm", CHECK_OK, NULL, "bpf is in %s: %s.", source, list);
                 return;
         }

@@ -95,27 +95,12 @@ static int read_lsm_list(char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-static bool lsm_list_has(const char *list, const char *name) {
-        size_t len = strlen(name);
-
-        for (const char *p = list; *p; ) {
-                size_t n = strcspn(p, ",");
-
-                if (n == len && strncmp(p, name, len) == 0)
-                        return true;
-                p += n;
-                if (*p == ',')
-                        p++;
-        }
-        return false;
-}
-
 int restrictor_probe(char **ret_reason) {
         _cleanup_free_ char *lsms = NULL;
         int r;
 
         r = read_lsm_list(&lsms);
-        if (r >= 0 && !lsm_list_has(lsms, "bpf"))
+        if (r >= 0 && !comma_list_has(lsms, "bpf"))
                 return reason(ret_reason, -EOPNOTSUPP,
                               "The BPF LSM is not active (active LSMs: %s): add it to the kernel command line "
                               "as lsm=%s,bpf and reboot",

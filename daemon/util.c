@@ -25,3 +25,18 @@ bool has_suffix(const char *s, const char *suffix) {
 
         return a >= b && strcmp(s + a - b, suffix) == 0;
 }
+
+bool comma_list_has(const char *list, const char *name) {
+        size_t len = strlen(name);
+
+        for (const char *p = list; *p; ) {
+                size_t n = strcspn(p, ",");
+
+                if (n == len && strncmp(p, name, len) == 0)
+                        return true;
+                p += n;
+                if (*p == ',')
+                        p++;
+        }
+        return false;
+}

@@ -42,3 +42,6 @@ static inline void fclosep(FILE **f) {
 int parse_decimal_u32(const char *s, size_t len, uint32_t *ret);
 
 bool has_suffix(const char *s, const char *suffix);
+
+/* Whether the comma-separated list (such as the active LSMs) has name. */
+bool comma_list_has(const char *list, const char *name);

@@ -291,6 +291,15 @@ static int format_user_name(const char *name, uint32_t k, char ret[static USER_N
 
 /* The index entry and the offset in its range that a name or an id stands
  * for. */
+/* A name is found only if the name made from what the index says is the one
+ * asked for: "ns-a-01" and "ns-a-1" cannot both be uid_start + 1. */
+static bool name_round_trips(const char *name, const IndexEntry *e, uint32_t k) {
+        char made[USER_NAME_MAX + 1];
+
+        return format_user_name(e->name, k, made) > 0 && strcmp(made, name) == 0;
+}
+
+/* The entry for a user or group name (name set) or for an id. */
 static enum nss_status lookup(const char *name, uid_t id, IndexEntry *ret_entry, uint32_t *ret_offset,
                               int *errnop) {
         IndexQuery q = {};
@@ -313,6 +322,8 @@ static enum nss_status lookup(const char *name, uid_t id, IndexEntry *ret_entry,
         }
         if (r == 0)
                 goto not_found;
+        if (name && !name_round_trips(name, &e, q.offset))
+                goto not_found;
 
         *ret_entry = e;
         *ret_offset = name ? q.offset : id - e.uid_start;
@@ -321,14 +332,6 @@ static enum nss_status lookup(const char *name, uid_t id, IndexEntry *ret_entry,
 not_found:
         *errnop = ENOENT;
         return NSS_STATUS_NOTFOUND;
-}
-
-/* A name is found only if the name made from what the index says is the one
- * asked for: "ns-a-01" and "ns-a-1" cannot both be uid_start + 1. */
-static bool name_round_trips(const char *name, const IndexEntry *e, uint32_t k) {
-        char made[USER_NAME_MAX + 1];
-
-        return format_user_name(e->name, k, made) > 0 && strcmp(made, name) == 0;
 }
 
 static enum nss_status fill_passwd(const IndexEntry *e, uint32_t k, struct passwd *pw, char *buffer,
@@ -411,10 +414,6 @@ enum nss_status _nss_nsresd_getpwnam_r(const char *name, struct passwd *pw, char
         s = lookup(name, 0, &e, &k, errnop);
         if (s != NSS_STATUS_SUCCESS)
                 return s;
-        if (!name_round_trips(name, &e, k)) {
-                *errnop = ENOENT;
-                return NSS_STATUS_NOTFOUND;
-        }
         return fill_passwd(&e, k, pw, buffer, buflen, errnop);
 }
 
@@ -438,9 +437,5 @@ enum nss_status _nss_nsresd_getgrnam_r(const char *name, struct group *gr, char 
         s = lookup(name, 0, &e, &k, errnop);
         if (s != NSS_STATUS_SUCCESS)
                 return s;
-        if (!name_round_trips(name, &e, k)) {
-                *errnop = ENOENT;
-                return NSS_STATUS_NOTFOUND;
-        }
         return fill_group(&e, k, gr, buffer, buflen, errnop);
 }
