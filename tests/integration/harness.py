@@ -9,6 +9,7 @@ describe behaviour.
 """
 
 import ctypes
+import errno
 import fcntl
 import os
 import pickle
@@ -1149,3 +1150,136 @@ class Daemon:
 
 def file_mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# ---- sandboxes with a network namespace, and cgroups of the tests' own -------------------
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+# The files of a cgroup that are handed over with it, as systemd delegates.
+DELEGATED_FILES = ('cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control')
+
+
+class NetBox:
+    """A process of `user` in a new user namespace and a new network
+    namespace owned by it; its namespace gets a transient range."""
+
+    def __init__(self, user=NOBODY, name='box', allocate=True):
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _close_fds_except({ready_w, go_r})
+                drop_privileges(user)
+                # One call: the new network namespace belongs to the new user namespace.
+                if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), 'unshare')
+                _write_all(ready_w, b'ok')
+                os.read(go_r, 1)
+            except BaseException as e:  # noqa: B902 - report anything to the parent
+                _write_all(ready_w, repr(e).encode())
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.close(go_r)
+        self.pid, self._go = pid, go_w
+        self.fd = self.netns_fd = None
+        try:
+            message = os.read(ready_r, 4096)
+            os.close(ready_r)
+            assert message == b'ok', message
+            self.fd = os.open(f'/proc/{pid}/ns/user', os.O_RDONLY | os.O_CLOEXEC)
+            self.netns_fd = os.open(f'/proc/{pid}/ns/net', os.O_RDONLY | os.O_CLOEXEC)
+            self.id = ns_id(self.fd)
+            if allocate:
+                self.allocation = as_user(user, lambda c: c.allocate(name, self.fd))
+                self.path = self.allocation.path
+                self.uid_start = self.allocation.uid_start
+        except BaseException:
+            self.stop()
+            raise
+
+    def inside(self):
+        """The names of the links in its network namespace."""
+        lines = Path(f'/proc/{self.pid}/net/dev').read_text().splitlines()[2:]
+        return {line.split(':')[0].strip() for line in lines}
+
+    def stop(self):
+        """Kill it and let go of the namespaces: they die."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = None
+        for fd in (self._go, self.fd, self.netns_fd):
+            if fd is not None:
+                os.close(fd)
+        self._go = self.fd = self.netns_fd = None
+
+
+def cgroup2_mount():
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            left, _, right = line.partition(' - ')
+            fields = left.split()
+            if right.split()[:1] == ['cgroup2'] and fields[3] == '/':
+                return Path(fields[4])
+    raise AssertionError('no cgroup2 file system is mounted')
+
+
+def _rmdir_if_there(path):
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+class Cgroups:
+    """The test's own directory below the cgroup2 mount."""
+
+    def __init__(self):
+        self.mount = cgroup2_mount()
+        self.top = self.mount / f'nsresd-test-{secrets.token_hex(4)}'
+        self.top.mkdir()
+
+    def rel(self, path):
+        """A cgroup as the service names it: its path below the mount."""
+        return '/' + str(Path(path).relative_to(self.mount))
+
+    def make(self, name, user=NOBODY, parent=None):
+        """A cgroup in `parent` (default: the top); its directory and the
+        files systemd delegates are `user`'s (root's if None)."""
+        path = (parent or self.top) / name
+        path.mkdir()
+        if user is not None:
+            pw = passwd(user)
+            for p in [path] + [path / f for f in DELEGATED_FILES]:
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        return path
+
+    @staticmethod
+    def move(pid, path):
+        (Path(path) / 'cgroup.procs').write_text(str(pid))
+
+    @staticmethod
+    def members(path):
+        return [int(x) for x in (Path(path) / 'cgroup.procs').read_text().split()]
+
+    def release(self):
+        """Kill everything below the top and remove it, children first."""
+        if not self.top.exists():
+            return
+        (self.top / 'cgroup.kill').write_text('1')
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                for dirpath, dirnames, _ in os.walk(self.top, topdown=False):
+                    for name in dirnames:
+                        _rmdir_if_there(Path(dirpath) / name)
+                _rmdir_if_there(self.top)
+                return
+            except OSError as e:
+                # Killed processes leave a moment later.
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)

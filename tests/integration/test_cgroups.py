@@ -33,7 +33,7 @@ from harness import DAEMON_USER, NOBODY
 
 ACCESS_DENIED = h.DBUS_ERROR + 'AccessDenied'
 # What systemd hands to the owner of a delegated subtree, and nsresd too.
-DELEGATED_FILES = ('cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control')
+DELEGATED_FILES = h.DELEGATED_FILES
 # Files of the leaf itself that stay out of the namespace's reach.
 KEPT_FILES = ('cgroup.max.depth', 'cgroup.max.descendants', 'cgroup.freeze', 'cgroup.kill', 'cgroup.type')
 MAX_CONTROL_GROUPS = 16
@@ -41,16 +41,6 @@ DEFAULT_MAX_DESCENDANTS = 256
 DEFAULT_MAX_DEPTH = 16
 NOBODY_UID = h.passwd(NOBODY).pw_uid
 NOBODY_GID = h.passwd(NOBODY).pw_gid
-
-
-def cgroup2_mount():
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            left, _, right = line.partition(' - ')
-            fields = left.split()
-            if right.split()[:1] == ['cgroup2'] and fields[3] == '/':
-                return Path(fields[4])
-    raise AssertionError('no cgroup2 file system is mounted')
 
 
 def owner(path):
@@ -65,64 +55,6 @@ def mode(path):
 def cgroup_id(path):
     # On cgroup2 the inode number is the cgroup id (what a file handle holds).
     return os.stat(path).st_ino
-
-
-def _rmdir_if_there(path):
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-
-
-class Cgroups:
-    """The test's own directory below the cgroup2 mount."""
-
-    def __init__(self):
-        self.mount = cgroup2_mount()
-        self.top = self.mount / f'nsresd-test-{secrets.token_hex(4)}'
-        self.top.mkdir()
-
-    def rel(self, path):
-        """A cgroup as the service names it: its path below the mount."""
-        return '/' + str(Path(path).relative_to(self.mount))
-
-    def make(self, name, user=NOBODY, parent=None):
-        """A cgroup in `parent` (default: the top); its directory and the
-        files systemd delegates are `user`'s (root's if None)."""
-        path = (parent or self.top) / name
-        path.mkdir()
-        if user is not None:
-            pw = h.passwd(user)
-            for p in [path] + [path / f for f in DELEGATED_FILES]:
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-        return path
-
-    @staticmethod
-    def move(pid, path):
-        (Path(path) / 'cgroup.procs').write_text(str(pid))
-
-    @staticmethod
-    def members(path):
-        return [int(x) for x in (Path(path) / 'cgroup.procs').read_text().split()]
-
-    def release(self):
-        """Kill everything below the top and remove it, children first."""
-        if not self.top.exists():
-            return
-        (self.top / 'cgroup.kill').write_text('1')
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                for dirpath, dirnames, _ in os.walk(self.top, topdown=False):
-                    for name in dirnames:
-                        _rmdir_if_there(Path(dirpath) / name)
-                _rmdir_if_there(self.top)
-                return
-            except OSError as e:
-                # Killed processes leave a moment later.
-                if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
 
 # ---- the first process of a sandbox ---------------------------------------------------
@@ -222,7 +154,7 @@ class Member:
         self.pid, self._cmd, self._res = pid, cmd_w, res_r
         self.userns_fd = None
         try:
-            Cgroups.move(pid, cgroup)
+            h.Cgroups.move(pid, cgroup)
             self.call('unshare', user)
             self.userns_fd = os.open(f'/proc/{pid}/ns/user', os.O_RDONLY | os.O_CLOEXEC)
             self.id = h.ns_id(self.userns_fd)
@@ -266,7 +198,7 @@ class Member:
 
 @pytest.fixture
 def cgroups():
-    tree = Cgroups()
+    tree = h.Cgroups()
     yield tree
     tree.release()
 
@@ -302,7 +234,7 @@ def sleepers(cgroups):
     def start(cgroup):
         p = subprocess.Popen(['sleep', '1000'], stdin=subprocess.DEVNULL)
         started.append(p)
-        Cgroups.move(p.pid, cgroup)
+        h.Cgroups.move(p.pid, cgroup)
         return p
 
     yield start
@@ -402,7 +334,7 @@ def test_the_namespace_runs_its_leaf(daemon, cgroups, caller_cgroup, sandbox):
     # The first move, from the caller's cgroup into the leaf.
     m.call('join', leaf)
     assert m.call('cgroup') == cgroups.rel(leaf)
-    assert Cgroups.members(leaf) == [m.pid]
+    assert h.Cgroups.members(leaf) == [m.pid]
 
     # As root of the namespace (its first uid): children, and moves between them.
     m.call('become-root')
@@ -436,7 +368,7 @@ def test_the_namespace_cannot_leave_its_leaf(daemon, cgroups, caller_cgroup, san
     # Into the leaf itself is inside; still in its subtree.
     m.call('write', leaf / 'cgroup.procs', '0')
     assert m.call('cgroup') == cgroups.rel(leaf)
-    assert Cgroups.members(caller_cgroup) == []
+    assert h.Cgroups.members(caller_cgroup) == []
     # The leaf cannot be removed from inside either: its parent is the caller's.
     assert m.errno_of('rmdir', leaf) == errno.EACCES
 
@@ -563,7 +495,7 @@ def test_a_cgroup_with_a_process(daemon, cgroups, caller_cgroup, sandbox, sleepe
     e = h.expect_error(h.ERROR + 'ControlGroupNotEmpty', NOBODY, add_cgroup(box.fd, busy))
     assert 'CREATE_CHILD' in e.message
     assert owner(busy) == (NOBODY_UID, NOBODY_GID)
-    assert Cgroups.members(busy) == [sleeper.pid]
+    assert h.Cgroups.members(busy) == [sleeper.pid]
     assert control_groups(root, box.path) == []
 
 
@@ -793,7 +725,7 @@ def test_teardown_removes_the_leaf_and_nothing_above(daemon, cgroups, caller_cgr
     assert owner(caller_cgroup) == (NOBODY_UID, NOBODY_GID)
     assert owner(caller_cgroup / 'cgroup.procs') == (NOBODY_UID, NOBODY_GID)
     assert neighbour_sleeper.poll() is None
-    assert Cgroups.members(neighbour) == [neighbour_sleeper.pid]
+    assert h.Cgroups.members(neighbour) == [neighbour_sleeper.pid]
     assert 'Removed control group' in daemon.log()
 
 
@@ -984,7 +916,7 @@ def test_nsresctl_status_shows_the_cgroup(daemon, environment, cli, cgroups, cal
                                             '--', 'sleep', '60'], background=True)
     leaf = caller_cgroup / 'nsresd-65534-st'
     try:
-        h.wait_until(lambda: leaf.exists() and Cgroups.members(leaf), 10, what='the command in its cgroup')
+        h.wait_until(lambda: leaf.exists() and h.Cgroups.members(leaf), 10, what='the command in its cgroup')
         r = run_in(environment, caller_cgroup, [str(cli), 'status', 'st'])
         assert r.returncode == 0, r.stderr
         assert f'ControlGroups: {cgroups.rel(leaf)}\n' in r.stdout

@@ -11,7 +11,6 @@ network namespace owned by it in one unshare(). Root calls where only the
 number of links matters: taps live only as long as their fd, and a forked
 caller's fds end with it."""
 
-import ctypes
 import json
 import os
 import re
@@ -30,68 +29,6 @@ FILE_EXISTS = h.DBUS_ERROR + 'FileExists'
 INVALID_ARGS = h.DBUS_ERROR + 'InvalidArgs'
 MAX_NETWORK_INTERFACES = 16
 HOST_NAME = re.compile(r'^ns-[0-9a-f]{12}$')
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-# ---- a caller's sandbox ---------------------------------------------------------------
-
-class NetBox:
-    """A process of `user` in a new user namespace and a new network
-    namespace owned by it; its namespace gets a transient range."""
-
-    def __init__(self, user=NOBODY, name='box', allocate=True):
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                h._close_fds_except({ready_w, go_r})
-                h.drop_privileges(user)
-                # One call: the new network namespace belongs to the new user namespace.
-                if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), 'unshare')
-                h._write_all(ready_w, b'ok')
-                os.read(go_r, 1)
-            except BaseException as e:  # noqa: B902 - report anything to the parent
-                h._write_all(ready_w, repr(e).encode())
-            finally:
-                os._exit(0)
-        os.close(ready_w)
-        os.close(go_r)
-        self.pid, self._go = pid, go_w
-        self.fd = self.netns_fd = None
-        try:
-            message = os.read(ready_r, 4096)
-            os.close(ready_r)
-            assert message == b'ok', message
-            self.fd = os.open(f'/proc/{pid}/ns/user', os.O_RDONLY | os.O_CLOEXEC)
-            self.netns_fd = os.open(f'/proc/{pid}/ns/net', os.O_RDONLY | os.O_CLOEXEC)
-            self.id = h.ns_id(self.fd)
-            if allocate:
-                self.allocation = h.as_user(user, lambda c: c.allocate(name, self.fd))
-                self.path = self.allocation.path
-                self.uid_start = self.allocation.uid_start
-        except BaseException:
-            self.stop()
-            raise
-
-    def inside(self):
-        """The names of the links in its network namespace."""
-        lines = Path(f'/proc/{self.pid}/net/dev').read_text().splitlines()[2:]
-        return {line.split(':')[0].strip() for line in lines}
-
-    def stop(self):
-        """Kill it and let go of the namespaces: they die."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = None
-        for fd in (self._go, self.fd, self.netns_fd):
-            if fd is not None:
-                os.close(fd)
-        self._go = self.fd = self.netns_fd = None
 
 
 @pytest.fixture
@@ -100,7 +37,7 @@ def box():
     made = []
 
     def make(**kwargs):
-        b = NetBox(**kwargs)
+        b = h.NetBox(**kwargs)
         made.append(b)
         return b
 

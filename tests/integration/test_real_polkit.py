@@ -469,11 +469,9 @@ def test_an_agent_is_asked_in_its_language(nsresd, polkit_tree, userns, bus_clie
 # ---- the tests' rule and the admin-only actions -------------------------------------------
 
 def test_a_rule_denies_network_interfaces_to_one_user_only(nsresd, bus_client):
-    from test_network import NetBox
-
     boxes = []
     try:
-        denied = NetBox(NOBODY, name='ruled')
+        denied = h.NetBox(NOBODY, name='ruled')
         boxes.append(denied)
         e = h.expect_error(ACCESS_DENIED, NOBODY,
                            lambda c: c.add_network(denied.fd, denied.netns_fd, 'eth0'))
@@ -481,7 +479,7 @@ def test_a_rule_denies_network_interfaces_to_one_user_only(nsresd, bus_client):
         assert bus_client.namespace_properties(denied.path)['NetworkInterfaces'] == []
         assert denied.inside() == {'lo'}
 
-        allowed = NetBox(DAEMON_USER, name='other')
+        allowed = h.NetBox(DAEMON_USER, name='other')
         boxes.append(allowed)
         host, inside = h.as_user(DAEMON_USER, lambda c: c.add_network(allowed.fd, allowed.netns_fd, 'eth0'))
         assert inside == 'eth0'

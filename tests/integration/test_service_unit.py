@@ -11,10 +11,8 @@ namespace flag and memory protection it used is checked against the unit;
 then the same paths run with nothing but the unit's bounding set.
 """
 
-import ctypes
 import os
 import re
-import secrets
 import signal
 import subprocess
 import time
@@ -25,9 +23,6 @@ import pytest
 import harness as h
 from harness import NOBODY
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-NOBODY_PW = h.passwd(NOBODY)
 # RestrictNamespaces= names and the flags strace prints for them.
 NAMESPACE_FLAGS = {
     'cgroup': 'CLONE_NEWCGROUP', 'ipc': 'CLONE_NEWIPC', 'net': 'CLONE_NEWNET', 'mnt': 'CLONE_NEWNS',
@@ -188,98 +183,6 @@ def reap_tracers(timeout=10.0):
         time.sleep(0.02)
 
 
-# ---- a sandbox with a network namespace and a cgroup ----------------------------------
-
-def cgroup2_mount():
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            left, _, right = line.partition(' - ')
-            fields = left.split()
-            if right.split()[:1] == ['cgroup2'] and fields[3] == '/':
-                return Path(fields[4])
-    raise AssertionError('no cgroup2 file system is mounted')
-
-
-class Cgroups:
-    """A directory of the test's below the cgroup2 mount, with a cgroup
-    `caller` that nobody owns, as its user@.service would be."""
-
-    def __init__(self):
-        self.mount = cgroup2_mount()
-        self.top = self.mount / f'nsresd-test-{secrets.token_hex(4)}'
-        self.top.mkdir()
-        self.caller = self.top / 'caller'
-        self.caller.mkdir()
-        for p in (self.caller, self.caller / 'cgroup.procs', self.caller / 'cgroup.threads',
-                  self.caller / 'cgroup.subtree_control'):
-            os.chown(p, NOBODY_PW.pw_uid, NOBODY_PW.pw_gid)
-
-    def release(self):
-        if not self.top.exists():
-            return
-        (self.top / 'cgroup.kill').write_text('1')
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                for dirpath, dirnames, _ in os.walk(self.top, topdown=False):
-                    for name in dirnames:
-                        if os.path.exists(os.path.join(dirpath, name)):
-                            os.rmdir(os.path.join(dirpath, name))
-                if self.top.exists():
-                    self.top.rmdir()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-
-
-class Sandbox:
-    """A process of nobody's in new user and network namespaces (the user
-    namespace owns the network namespace)."""
-
-    def __init__(self):
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                h._close_fds_except({ready_w, go_r})
-                h.drop_privileges(NOBODY)
-                if h._libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), 'unshare')
-                h._write_all(ready_w, b'ok')
-                os.read(go_r, 1)
-            except BaseException as e:  # noqa: B902 - report anything to the parent
-                h._write_all(ready_w, repr(e).encode())
-            finally:
-                os._exit(0)
-        os.close(ready_w)
-        os.close(go_r)
-        self.pid, self._go = pid, go_w
-        self.fd = self.netns_fd = None
-        try:
-            message = os.read(ready_r, 4096)
-            assert message == b'ok', message
-            self.fd = os.open(f'/proc/{pid}/ns/user', os.O_RDONLY | os.O_CLOEXEC)
-            self.netns_fd = os.open(f'/proc/{pid}/ns/net', os.O_RDONLY | os.O_CLOEXEC)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            os.close(ready_r)
-
-    def stop(self):
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = None
-        for fd in (self._go, self.fd, self.netns_fd):
-            if fd is not None:
-                os.close(fd)
-        self._go = self.fd = self.netns_fd = None
-
-
 # ---- every path of the daemon ---------------------------------------------------------
 
 def reloads(daemon):
@@ -294,7 +197,7 @@ def exercise(daemon, root, cgroups, tmpfs, before_start=lambda: None):
     """Runs every path of the daemon (already started) and stops it; asserts
     that each call worked. before_start() runs before the restart."""
     made, sleeper, tap_fd = [], None, None
-    box = Sandbox()
+    box = h.NetBox(NOBODY, allocate=False)
     try:
         # Transient ranges of both sizes, SELF, MAP_CALLER, a registration.
         box_alloc = h.as_user(NOBODY, allocate('box', box.fd))
@@ -401,9 +304,14 @@ def new_daemon(environment, polkit, request, attach_log):
 
 @pytest.fixture
 def cgroups():
-    tree = Cgroups()
-    yield tree
-    tree.release()
+    """The test's cgroups, with a cgroup `caller` that nobody owns, as its
+    user@.service would be."""
+    tree = h.Cgroups()
+    try:
+        tree.caller = tree.make('caller', NOBODY)
+        yield tree
+    finally:
+        tree.release()
 
 
 @pytest.fixture
