@@ -65,6 +65,8 @@ static const ConfigKey config_keys[] = {
           UINT32_MAX },
         { SECTION_DELEGATION, "MaxNetworkInterfacesPerOwner", VALUE_COUNT,
           offsetof(Config, max_network_interfaces_per_owner), UINT32_MAX },
+        { SECTION_DELEGATION, "MaxBpfDelegations", VALUE_COUNT, offsetof(Config, max_bpf_delegations),
+          CONFIG_BPF_DELEGATIONS_MAX },
         { SECTION_SECURITY, "Restriction", VALUE_RESTRICTION, offsetof(Config, restriction), 0 },
 };
 
@@ -93,6 +95,7 @@ void config_defaults(Config *c) {
                 .control_group_max_depth = 16,
                 .max_network_interfaces = 16,
                 .max_network_interfaces_per_owner = 64,
+                .max_bpf_delegations = 8,
                 .restriction = RESTRICTION_ENFORCE,
         };
 }

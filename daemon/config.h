@@ -32,6 +32,8 @@ typedef enum PoolBound {
 #define CONFIG_CGROUP_DESCENDANTS_MAX 2147483647u
 /* Teardown walks a delegated subtree holding one fd per level. */
 #define CONFIG_CGROUP_DEPTH_MAX 64u
+/* What a namespace's registry entry counts (NS_BPF_MAX). */
+#define CONFIG_BPF_DELEGATIONS_MAX 64u
 
 typedef struct Config {
         /* [Allocator] */
@@ -47,6 +49,7 @@ typedef struct Config {
         unsigned control_group_max_depth;       /* 16: cgroup.max.depth of a delegated leaf */
         unsigned max_network_interfaces;        /* 16 */
         unsigned max_network_interfaces_per_owner; /* 64 */
+        unsigned max_bpf_delegations;           /* 8, at most CONFIG_BPF_DELEGATIONS_MAX */
         /* [Security] */
         RestrictionMode restriction;            /* enforce */
 

@@ -332,6 +332,97 @@ static int method_add_tap(sd_bus_message *message, void *userdata, sd_bus_error 
         return request_start_add_netif(m, message, ns, -EBADF, NULL, error);
 }
 
+/* Reads one "as" of DelegateBpf. */
+static int read_strv(sd_bus_message *message, char ***ret) {
+        _cleanup_free_ char **l = NULL;
+        size_t n = 0;
+        const char *s;
+        int r;
+
+        r = sd_bus_message_enter_container(message, 'a', "s");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read(message, "s", &s)) > 0) {
+                char **p;
+
+                /* More names than any enum of the kernel has is no request. */
+                if (n >= 256)
+                        return -E2BIG;
+                p = realloc(l, (n + 2) * sizeof(char *));
+                if (!p)
+                        return -ENOMEM;
+                l = p;
+                /* Points into the message, which outlives the call. */
+                l[n++] = (char *) s;
+                l[n] = NULL;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(message);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+static int method_delegate_bpf(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        char **names[_BPF_DELEGATE_KIND_MAX] = {};
+        Manager *m = userdata;
+        Namespace *ns = NULL;
+        BpfDelegateKind bad_kind = 0;
+        const char *bad_name = NULL;
+        BpfDelegation d;
+        uint64_t flags;
+        int userns_fd, r;
+
+        r = sd_bus_message_read(message, "h", &userns_fd);
+        for (unsigned k = 0; r >= 0 && k < _BPF_DELEGATE_KIND_MAX; k++)
+                r = read_strv(message, &names[k]);
+        if (r >= 0)
+                r = sd_bus_message_read(message, "t", &flags);
+        if (r == -E2BIG)
+                r = sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Too many names");
+        if (r < 0)
+                goto finish;
+        if (flags != 0) {
+                r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64, flags);
+                goto finish;
+        }
+
+        r = bpf_delegation_from_names(names, &d, &bad_kind, &bad_name);
+        if (r == -EINVAL)
+                r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                      "Unknown %s name '%s': use the kernel's names without prefix, in lower "
+                                      "case (as in 'map_create', 'array', 'socket_filter', "
+                                      "'cgroup_inet_ingress'), or 'any'", bpf_delegate_kind_to_string(bad_kind),
+                                      bad_name);
+        else if (r < 0)
+                r = sd_bus_error_setf(error, ERROR_PREFIX "BpfDelegationFailed",
+                                      "The kernel's BPF type information (/sys/kernel/btf/vmlinux) is not "
+                                      "available, so the names cannot be checked: %s", strerror(-r));
+        if (r < 0)
+                goto finish;
+
+        r = find_namespace_by_fd(m, userns_fd, &ns, error);
+        if (r < 0)
+                goto finish;
+        /* Tokens are for a namespace's own ids: a namespace that maps its
+         * owner's ids could use one with the owner's identity. */
+        if (ns->e.kind != NS_KIND_TRANSIENT) {
+                r = sd_bus_error_setf(error, ERROR_PREFIX "NoUserRange",
+                                      "User namespace '%s' maps its owner's own ids (kind %s), not a transient "
+                                      "range: BPF is only delegated to namespaces with a range of their own",
+                                      ns->e.name, ns_kind_to_string(ns->e.kind));
+                goto finish;
+        }
+        r = request_start_delegate_bpf(m, message, ns, userns_fd, &d, error);
+
+finish:
+        for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
+                free(names[k]);
+        return r;
+}
+
 static int method_reload(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         uint64_t flags;
@@ -529,10 +620,12 @@ static int property_get_ns_mounts(sd_bus *bus, const char *path, const char *int
         return sd_bus_message_close_container(reply);
 }
 
-static int property_get_false(sd_bus *bus, const char *path, const char *interface, const char *property,
-                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        (void) bus; (void) path; (void) interface; (void) property; (void) userdata; (void) error;
-        return sd_bus_message_append(reply, "b", 0);
+static int property_get_bpf_delegated(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const Namespace *ns = userdata;
+
+        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        return sd_bus_message_append(reply, "b", ns->e.n_bpf > 0);
 }
 
 static const sd_bus_vtable manager_vtable[] = {
@@ -569,6 +662,11 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_ARGS("h", userns, "t", flags),
                                 SD_BUS_RESULT("s", host_ifname, "h", tap),
                                 method_add_tap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DelegateBpf",
+                                SD_BUS_ARGS("h", userns, "as", cmds, "as", maps, "as", progs, "as", attachs,
+                                            "t", flags),
+                                SD_BUS_RESULT("h", bpffs),
+                                method_delegate_bpf, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListUserNamespaces",
                                 SD_BUS_ARGS("t", flags),
                                 SD_BUS_RESULT("a(ostuuuu)", namespaces),
@@ -601,7 +699,7 @@ static const sd_bus_vtable userns_vtable[] = {
         SD_BUS_PROPERTY("ControlGroups", "as", property_get_ns_cgroups, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_ns_netifs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Mounts", "at", property_get_ns_mounts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("BpfDelegated", "b", property_get_false, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BpfDelegated", "b", property_get_bpf_delegated, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,
 };
 

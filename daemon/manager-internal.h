@@ -14,6 +14,7 @@
 #include <systemd/sd-event.h>
 
 #include "allocator.h"
+#include "bpftoken.h"
 #include "cgroup.h"
 #include "claims.h"
 #include "config.h"
@@ -40,6 +41,7 @@
 #define MESSAGE_NAMESPACE_RELEASED "7258491f02a840949a2fd3e9654f9334"
 #define MESSAGE_RANGE_KEPT "9f1597472e2441c2988630253ec578f5"       /* its call failed after a map was written */
 #define MESSAGE_CONFIG_RELOADED "24bf1a0eb12e44b3836b813d3626aeca"
+#define MESSAGE_BPF_DELEGATED "f1a5127f5f9f47c99e988b5e2f9025c7"      /* a bpffs with delegate_* was made for it */
 
 #define ALLOCATE_MANGLE_NAME (UINT64_C(1) << 0)
 #define ALLOCATE_SELF (UINT64_C(1) << 1)
@@ -106,6 +108,7 @@ typedef struct Namespace {
         unsigned n_held_mounts;
         unsigned cgroups_reserved;      /* cgroup slots held by requests in flight */
         unsigned netifs_reserved;       /* link slots held by requests in flight */
+        unsigned bpf_reserved;          /* DelegateBpf slots held by requests in flight */
 } Namespace;
 
 typedef enum RequestKind {
@@ -115,6 +118,7 @@ typedef enum RequestKind {
         REQUEST_ADD_CGROUP,
         REQUEST_ADD_NETIF,
         REQUEST_RELOAD,
+        REQUEST_DELEGATE_BPF,
 } RequestKind;
 
 typedef struct CallQueue {
@@ -207,6 +211,8 @@ bool namespace_has_mount(const Namespace *ns, uint64_t mnt_id);
 /* Delegate a mount: 1 if added, 0 if it already was, -E2BIG past the limit.
  * For a reusable id (!unique) *fd moves into the namespace when added. */
 int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique, int *fd);
+/* Records a bpffs made for the namespace: -E2BIG past NS_BPF_MAX. */
+int namespace_add_bpf(Manager *m, Namespace *ns, const BpfDelegation *d);
 /* Where control groups are: found on first use, so that a cgroup2 mount
  * made after the service started is found too. -ENOENT if there is none. */
 int manager_cgroup_mount(Manager *m, const CgroupMount **ret);
@@ -265,6 +271,9 @@ int request_start_add_netif(Manager *m, sd_bus_message *message, Namespace *ns, 
 /* Reload: the caller's uid, then polkit (action manage; root always may),
  * then manager_reload(). */
 int request_start_reload(Manager *m, sd_bus_message *message, sd_bus_error *error);
+/* userns_fd is the caller's, checked to be ns's; it is duplicated. */
+int request_start_delegate_bpf(Manager *m, sd_bus_message *message, Namespace *ns, int userns_fd,
+                               const BpfDelegation *d, sd_bus_error *error);
 /* Put allocations in flight that have taken a range into the restriction
  * just loaded: they are not in the registry's namespaces yet. */
 int requests_join_restriction(Manager *m);

@@ -177,6 +177,38 @@ int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique,
         return 1;
 }
 
+/* ---- BPF token delegation ----------------------------------------------- */
+
+int namespace_add_bpf(Manager *m, Namespace *ns, const BpfDelegation *d) {
+        char *names[_BPF_DELEGATE_KIND_MAX] = {};
+        NsEntry before = ns->e;
+        int r;
+
+        if (ns->e.n_bpf >= NS_BPF_MAX)
+                return -E2BIG;
+        ns->e.n_bpf++;
+        for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
+                ns->e.bpf_masks[k] |= d->mask[k];
+        r = registry_save(m->registry, &ns->e);
+        if (r < 0) {
+                ns->e.n_bpf = before.n_bpf;
+                memcpy(ns->e.bpf_masks, before.bpf_masks, sizeof(ns->e.bpf_masks));
+                return r;
+        }
+
+        for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
+                names[k] = bpf_delegate_mask_to_string(k, d->mask[k]);
+        log_namespace_event(LOG_INFO, MESSAGE_BPF_DELEGATED, &ns->e,
+                            "BPF delegated to '%s' (id %" PRIu64 ", owner %u): cmds=%s maps=%s progs=%s attachs=%s",
+                            ns->e.name, ns->e.id, (unsigned) ns->e.owner, names[0] ?: "?", names[1] ?: "?",
+                            names[2] ?: "?", names[3] ?: "?");
+        for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
+                free(names[k]);
+        if (m->bus && before.n_bpf == 0)
+                (void) sd_bus_emit_properties_changed(m->bus, ns->path, USERNS_IFACE, "BpfDelegated", NULL);
+        return 0;
+}
+
 /* ---- control groups ----------------------------------------------------- */
 
 int manager_cgroup_mount(Manager *m, const CgroupMount **ret) {

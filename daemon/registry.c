@@ -436,7 +436,7 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
         for (unsigned i = 0; i < e->n_cgroups; i++)
                 if (!ns_cgroup_is_valid(&e->cgroups[i]))
                         return -EINVAL;
-        if (e->n_netifs > NS_NETIFS_MAX)
+        if (e->n_netifs > NS_NETIFS_MAX || e->n_bpf > NS_BPF_MAX)
                 return -EINVAL;
         for (unsigned i = 0; i < e->n_netifs; i++)
                 if (!ns_netif_is_valid(&e->netifs[i]))
@@ -513,6 +513,18 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
                         r = add_netif(netifs, &e->netifs[i]);
         }
 
+        /* Only where something was delegated: older entries have no "bpf". */
+        if (r >= 0 && e->n_bpf > 0) {
+                static const char *const keys[NS_BPF_MASKS] = { "cmds", "maps", "progs", "attachs" };
+                struct json_object *bpf = json_object_new_object();
+
+                r = add_field(root, "bpf", bpf);
+                if (r >= 0)
+                        r = add_field(bpf, "delegations", json_object_new_int64(e->n_bpf));
+                for (unsigned k = 0; r >= 0 && k < NS_BPF_MASKS; k++)
+                        r = add_field(bpf, keys[k], new_u64_string(e->bpf_masks[k]));
+        }
+
         if (r >= 0) {
                 text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
                 if (!text || asprintf(&s, "%s\n", text) < 0)
@@ -582,6 +594,24 @@ static int unhex_digit(char ch) {
         if (ch >= 'a' && ch <= 'f')
                 return ch - 'a' + 10;
         return -1;
+}
+
+/* Optional: absent where nothing was delegated. */
+static int get_bpf(struct json_object *root, NsEntry *e) {
+        static const char *const keys[NS_BPF_MASKS] = { "cmds", "maps", "progs", "attachs" };
+        struct json_object *bpf;
+        int64_t n;
+
+        if (!json_object_object_get_ex(root, "bpf", &bpf))
+                return 0;
+        if (!json_object_is_type(bpf, json_type_object) ||
+            get_int_range(bpf, "delegations", 1, NS_BPF_MAX, &n) < 0)
+                return -EBADMSG;
+        e->n_bpf = (unsigned) n;
+        for (unsigned k = 0; k < NS_BPF_MASKS; k++)
+                if (get_u64_string(bpf, keys[k], &e->bpf_masks[k]) < 0)
+                        return -EBADMSG;
+        return 0;
 }
 
 /* Optional: absent in entries written before mounts could be delegated. */
@@ -808,6 +838,10 @@ static int entry_from_object(struct json_object *root, NsEntry *ret) {
                 e.handle[i / 2] = (uint8_t) (hi << 4 | lo);
         }
         e.handle_len = (unsigned) (len / 2);
+
+        r = get_bpf(root, &e);
+        if (r < 0)
+                return r;
 
         /* Last: nothing before these allocates, so nothing leaks on the way out. */
         r = get_mounts(root, &e.mounts, &e.n_mounts);

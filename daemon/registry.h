@@ -71,6 +71,11 @@ typedef struct NsNetif {
         char inside[NS_NETIF_NAME_SIZE];        /* veth: the peer's name in the netns; tap: its label */
 } NsNetif;
 
+/* The four delegate_* options of a bpffs, in the order of BpfDelegateKind. */
+#define NS_BPF_MASKS 4
+/* DelegateBpf calls per namespace, whatever the configuration says. */
+#define NS_BPF_MAX 64
+
 typedef struct NsEntry {
         uint64_t id;            /* NS_GET_ID: the key everywhere */
         uint64_t inode;         /* display only: inode numbers are reused */
@@ -99,6 +104,10 @@ typedef struct NsEntry {
         unsigned n_cgroups;
         NsNetif *netifs;
         unsigned n_netifs;
+        /* bpffs instances made with DelegateBpf, and what they delegate
+         * together (cmds, maps, progs, attachs: one bit per enum value). */
+        unsigned n_bpf;
+        uint64_t bpf_masks[NS_BPF_MASKS];
 } NsEntry;
 
 const char *ns_kind_to_string(NsKind k);

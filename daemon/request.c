@@ -73,6 +73,11 @@ struct Request {
         char ifname[NETIF_NAME_SIZE];
         bool netif_slot;        /* holds a link slot of the namespace and of its owner */
 
+        /* REQUEST_DELEGATE_BPF: the namespace is entry.id, userns_fd its fd
+         * (checked) for the helper. */
+        BpfDelegation bpf;
+        bool bpf_slot;          /* holds a DelegateBpf slot of the namespace */
+
         /* Waiting for, or holding, a slot of an outgoing call queue. */
         struct CallQueue *queue;
         void (*bus_call)(struct Request *req);
@@ -103,6 +108,7 @@ static const char *const kind_action[] = {
         [REQUEST_ADD_CGROUP] = NSRESD_ACTION_PREFIX "delegate-cgroup",
         [REQUEST_ADD_NETIF] = NSRESD_ACTION_PREFIX "delegate-network-interface",
         [REQUEST_RELOAD] = NSRESD_ACTION_PREFIX "manage",
+        [REQUEST_DELEGATE_BPF] = NSRESD_ACTION_PREFIX "delegate-bpf",
 };
 
 /* ---- caller request counting ------------------------------------------- */
@@ -250,6 +256,12 @@ static Request *request_free(Request *req) {
                 if (ns)
                         ns->netifs_reserved--;
                 (void) manager_owner_netifs_add(m, req->entry.owner, -1);
+        }
+        if (req->bpf_slot) {
+                Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+
+                if (ns)
+                        ns->bpf_reserved--;
         }
         if (req->counted_for_caller)
                 (void) caller_requests_add(m, req->caller, -1);
@@ -486,23 +498,62 @@ static void request_map(Request *req) {
         request_complete(req, 0);
 }
 
+static void request_finish_bpf(Request *req, int fs_fd);
+
+/* One message from the helper: a byte once it is in the namespace (with
+ * the bpffs context attached, for DelegateBpf), or an int errno. */
+static ssize_t helper_receive(int sock, int *buf, int *ret_fd) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control;
+        struct iovec iov = { .iov_base = buf, .iov_len = sizeof(*buf) };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        ssize_t k;
+
+        *ret_fd = -EBADF;
+        k = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (k < 0)
+                return -errno;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+                if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+                    cm->cmsg_len == CMSG_LEN(sizeof(int)) && *ret_fd < 0)
+                        memcpy(ret_fd, CMSG_DATA(cm), sizeof(int));
+        return k;
+}
+
 static int on_helper_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Request *req = userdata;
-        int buf = 0;
+        int buf = 0, passed_fd;
         ssize_t k;
 
         (void) s;
         (void) revents;
 
-        k = recv(fd, &buf, sizeof(buf), MSG_DONTWAIT);
-        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+        k = helper_receive(fd, &buf, &passed_fd);
+        if (k == -EAGAIN || k == -EINTR)
                 return 0;
         req->helper_io = sd_event_source_disable_unref(req->helper_io);
+        if (req->kind == REQUEST_DELEGATE_BPF && k == 1) {
+                request_finish_bpf(req, passed_fd);
+                return 0;
+        }
+        if (passed_fd >= 0)
+                close(passed_fd);
         if (k == 1) {
                 request_map(req);
                 return 0;
         }
-        if (k == (ssize_t) sizeof(int))
+        if (k == (ssize_t) sizeof(int) && req->kind == REQUEST_DELEGATE_BPF)
+                request_fail(req, ERROR_PREFIX "BpfDelegationFailed",
+                             "Could not open a BPF file system in user namespace '%s': %s (the kernel needs BPF "
+                             "tokens, Linux 6.9 or later)", req->entry.name, strerror(-buf));
+        else if (k == (ssize_t) sizeof(int))
                 request_fail_errno(req, -buf, "Failed to join the user namespace");
         else
                 request_fail(req, SD_BUS_ERROR_FAILED, "The helper that joins the user namespace died");
@@ -595,7 +646,9 @@ static void request_spawn_helper(Request *req) {
         Manager *m = req->manager;
         int r;
 
-        r = helper_spawn(req->userns_fd, m->helper_mode, fault_matches(m->fault_helper_stop, req->entry.name),
+        r = helper_spawn(req->userns_fd, m->helper_mode,
+                         req->kind == REQUEST_DELEGATE_BPF ? HELPER_MAKE_BPFFS : HELPER_JOIN,
+                         fault_matches(m->fault_helper_stop, req->entry.name),
                          &req->helper);
         if (r < 0)
                 return request_fail_errno(req, r, "Failed to start the helper");
@@ -786,6 +839,57 @@ static void request_commit_netif(Request *req) {
         request_free(req);
 }
 
+/* Polkit said yes: a helper in the namespace opens the file system
+ * context (request_finish_bpf() goes on with it). */
+static void request_commit_bpf(Request *req) {
+        if (!hashmap_get_u64(req->manager->by_id, req->entry.id))
+                return request_fail(req, ERROR_PREFIX "NotRegistered",
+                                    "The user namespace '%s' was destroyed before BPF could be delegated to it",
+                                    req->entry.name);
+        request_spawn_helper(req);
+}
+
+static void request_finish_bpf(Request *req, int fs_fd) {
+        _cleanup_close_ int fs = fs_fd, mount_fd = -EBADF;
+        _cleanup_free_ char *reason = NULL;
+        Manager *m = req->manager;
+        Namespace *ns = hashmap_get_u64(m->by_id, req->entry.id);
+        int r;
+
+        /* Done with it: the helper exits by itself, or is killed here. */
+        helper_kill(&req->helper);
+
+        if (!ns)
+                return request_fail(req, ERROR_PREFIX "NotRegistered",
+                                    "The user namespace '%s' was destroyed before BPF could be delegated to it",
+                                    req->entry.name);
+        /* From our own helper, but it ran in the caller's namespace. */
+        if (fs < 0 || !fd_is_fs_context(fs))
+                return request_fail(req, ERROR_PREFIX "BpfDelegationFailed",
+                                    "The helper in user namespace '%s' did not pass a file system context",
+                                    ns->e.name);
+
+        r = bpffs_make_mount(fs, &req->bpf, ns->e.uid_start, ns->e.gid_start, &mount_fd, &reason);
+        if (r < 0)
+                return request_fail(req, ERROR_PREFIX "BpfDelegationFailed",
+                                    "Could not make a BPF file system for user namespace '%s': %s", ns->e.name,
+                                    reason ?: strerror(-r));
+
+        /* The slot becomes the record, or is free again if this fails. */
+        ns->bpf_reserved--;
+        req->bpf_slot = false;
+        /* Recorded before the caller has it; if that fails, closing our fd
+         * is all it takes to undo: nobody else holds the mount. */
+        r = namespace_add_bpf(m, ns, &req->bpf);
+        if (r < 0)
+                return request_fail_errno(req, r, "Failed to record the BPF delegation");
+
+        r = sd_bus_reply_method_return(req->message, "h", mount_fd);
+        if (r < 0)
+                log_debug("Caller of the BPF delegation of '%s' went away before the reply", ns->e.name);
+        request_free(req);
+}
+
 /* Root, or polkit said yes to manage. */
 static void request_commit_reload(Request *req) {
         _cleanup_free_ char *error = NULL;
@@ -819,6 +923,8 @@ static void request_commit(Request *req) {
                 return request_commit_netif(req);
         if (req->kind == REQUEST_RELOAD)
                 return request_commit_reload(req);
+        if (req->kind == REQUEST_DELEGATE_BPF)
+                return request_commit_bpf(req);
 
         if (e->kind == NS_KIND_TRANSIENT) {
                 r = allocator_take(m->allocator, req->size, e->id, &e->uid_start);
@@ -881,6 +987,8 @@ static void on_polkit(PolkitResult result, const sd_bus_error *error, void *user
         else if (req->kind == REQUEST_ADD_NETIF)
                 snprintf(what, sizeof(what), "give user namespace '%s' a %s network interface", req->entry.name,
                          netif_mode(req));
+        else if (req->kind == REQUEST_DELEGATE_BPF)
+                snprintf(what, sizeof(what), "let user namespace '%s' load BPF programs", req->entry.name);
         else
                 snprintf(what, sizeof(what), "%s",
                          req->kind == REQUEST_ALLOCATE ? "allocate a user namespace range" : "register a user namespace");
@@ -1024,11 +1132,11 @@ static void request_authorize(Request *req) {
 static void request_ask_polkit(Request *req) {
         Manager *m = req->manager;
         NsEntry *e = &req->entry;
-        char size_str[16];
+        char size_str[16], *bpf_names[_BPF_DELEGATE_KIND_MAX] = {};
         int r;
 
         const char *action = req->info.owner != req->caller ? NSRESD_ACTION_PREFIX "manage" : kind_action[req->kind];
-        const char *details[7];
+        const char *details[15];
         size_t n = 0;
 
         /* It concerns no namespace: there is nothing to detail. */
@@ -1055,11 +1163,20 @@ static void request_ask_polkit(Request *req) {
                 details[n++] = "mode";
                 details[n++] = netif_mode(req);
         }
+        /* What is delegated, for rules: "any", "" or "map_create:prog_load". */
+        if (req->kind == REQUEST_DELEGATE_BPF)
+                for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++) {
+                        bpf_names[k] = bpf_delegate_mask_to_string(k, req->bpf.mask[k]);
+                        details[n++] = bpf_delegate_kind_to_string(k);
+                        details[n++] = bpf_names[k] ?: "";
+                }
         details[n] = NULL;
 
         r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), action, details,
                                sd_bus_message_get_allow_interactive_authorization(req->message) > 0,
                                on_polkit, req, &req->polkit);
+        for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
+                free(bpf_names[k]);
         if (r < 0)
                 return request_fail_errno(req, r, "Failed to ask polkit");
 }
@@ -1385,6 +1502,34 @@ int request_start_reload(Manager *m, sd_bus_message *message, sd_bus_error *erro
                 return r;
         /* What the request's log lines name it by. */
         snprintf(req->given_name, sizeof(req->given_name), "Reload");
+
+        request_identify_caller(TAKE_PTR(req));
+        return 1;
+}
+
+int request_start_delegate_bpf(Manager *m, sd_bus_message *message, Namespace *ns, int userns_fd,
+                               const BpfDelegation *d, sd_bus_error *error) {
+        _cleanup_(request_freep) Request *req = NULL;
+        int r;
+
+        /* Slots are counted with the calls in flight: parallel calls cannot
+         * pass the limit together. */
+        if (ns->e.n_bpf + ns->bpf_reserved >= m->config.max_bpf_delegations ||
+            ns->e.n_bpf + ns->bpf_reserved >= NS_BPF_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "User namespace '%s' has %u BPF file systems already, the limit is %u",
+                                         ns->e.name, ns->e.n_bpf, m->config.max_bpf_delegations);
+
+        r = request_new_for_namespace(m, message, REQUEST_DELEGATE_BPF, ns, &req, error);
+        if (r < 0)
+                return r;
+        req->bpf = *d;
+        /* The helper joins it; held until then, like an allocation's. */
+        req->userns_fd = fcntl(userns_fd, F_DUPFD_CLOEXEC, 3);
+        if (req->userns_fd < 0)
+                return -errno;
+        ns->bpf_reserved++;
+        req->bpf_slot = true;
 
         request_identify_caller(TAKE_PTR(req));
         return 1;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -179,12 +180,55 @@ typedef struct HelperArgs {
         int userns_fd;
         int sock;
         pid_t parent;
+        HelperTask task;
         bool stop_before_ready;
 } HelperArgs;
 
 static _Noreturn void helper_exit(int status) {
         for (;;)
                 raw_syscall(SYS_exit, status, 0, 0);
+}
+
+static _Noreturn void helper_fail(int sock, long r) {
+        int e = (int) -r;
+
+        raw_syscall(SYS_write, sock, (long) &e, sizeof(e));
+        helper_exit(EXIT_FAILURE);
+}
+
+/* In a mount namespace of the user namespace's own (fsopen() wants
+ * CAP_SYS_ADMIN over the mount namespace's owner), a bpffs context: its
+ * superblock will belong to this user namespace. The fd goes to the daemon
+ * with one byte; then we are done. */
+static _Noreturn void helper_make_bpffs(int sock) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = {};
+        char c = 0;
+        struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        struct cmsghdr *cm = &control.header;
+        long r, fd;
+
+        r = raw_syscall(SYS_unshare, CLONE_NEWNS, 0, 0);
+        if (r < 0)
+                helper_fail(sock, r);
+        fd = raw_syscall(SYS_fsopen, (long) "bpf", FSOPEN_CLOEXEC, 0);
+        if (fd < 0)
+                helper_fail(sock, fd);
+
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        *(int *) (void *) CMSG_DATA(cm) = (int) fd;
+        r = raw_syscall(SYS_sendmsg, sock, (long) &mh, 0);
+        helper_exit(r == 1 ? EXIT_SUCCESS : EXIT_FAILURE);
 }
 
 static int helper_main(void *p) {
@@ -212,15 +256,15 @@ static int helper_main(void *p) {
                 helper_exit(EXIT_FAILURE);
 
         r = raw_syscall(SYS_setns, a->userns_fd, CLONE_NEWUSER, 0);
-        if (r < 0) {
-                int e = (int) -r;
-                raw_syscall(SYS_write, a->sock, (long) &e, sizeof(e));
-                helper_exit(EXIT_FAILURE);
-        }
+        if (r < 0)
+                helper_fail(a->sock, r);
         raw_syscall(SYS_close, a->userns_fd, 0, 0);
 
         if (a->stop_before_ready)
                 raw_syscall(SYS_kill, raw_syscall(SYS_getpid, 0, 0, 0), SIGSTOP, 0);
+
+        if (a->task == HELPER_MAKE_BPFFS)
+                helper_make_bpffs(a->sock);
 
         if (raw_syscall(SYS_write, a->sock, (long) &c, 1) != 1)
                 helper_exit(EXIT_FAILURE);
@@ -233,7 +277,7 @@ bool helper_can_share_memory(void) {
         return HAVE_RAW_SYSCALLS;
 }
 
-int helper_spawn(int userns_fd, HelperMode mode, bool stop_before_ready, Helper *ret) {
+int helper_spawn(int userns_fd, HelperMode mode, HelperTask task, bool stop_before_ready, Helper *ret) {
         _cleanup_close_ int ours = -1, theirs = -1;
         int pair[2], pidfd = -1;
         void *stack = NULL;
@@ -262,6 +306,7 @@ int helper_spawn(int userns_fd, HelperMode mode, bool stop_before_ready, Helper 
                 .userns_fd = userns_fd,
                 .sock = theirs,
                 .parent = getpid(),
+                .task = task,
                 .stop_before_ready = stop_before_ready,
         };
 
@@ -313,7 +358,7 @@ int userns_read_maps(int userns_fd, uint64_t timeout_usec, char *uid_map, char *
         char path[32], c;
         int r;
 
-        r = helper_spawn(userns_fd, HELPER_FORK, false, &h);
+        r = helper_spawn(userns_fd, HELPER_FORK, HELPER_JOIN, false, &h);
         if (r < 0)
                 return r;
 

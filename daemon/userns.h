@@ -73,8 +73,17 @@ typedef struct Helper {
         void *stack;    /* unmap only after the helper is reaped */
 } Helper;
 
+/* HELPER_JOIN: write one byte once in the namespace, then wait for the
+ * socket to close. HELPER_MAKE_BPFFS: once in the namespace, unshare a
+ * mount namespace, fsopen("bpf") and send that fd (SCM_RIGHTS, with one
+ * byte), then exit. A failure is sent as an int errno instead. */
+typedef enum HelperTask {
+        HELPER_JOIN,
+        HELPER_MAKE_BPFFS,
+} HelperTask;
+
 bool helper_can_share_memory(void);
-int helper_spawn(int userns_fd, HelperMode mode, bool stop_before_ready, Helper *ret);
+int helper_spawn(int userns_fd, HelperMode mode, HelperTask task, bool stop_before_ready, Helper *ret);
 void helper_free_stack(Helper *h);
 /* Kill (SIGKILL) and close. The pidfd child event reaps it. */
 void helper_kill(Helper *h);

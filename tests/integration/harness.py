@@ -49,6 +49,7 @@ ACTION_MANAGE = BUS_NAME + '.manage'
 ACTION_DELEGATE_MOUNT = BUS_NAME + '.delegate-mount'
 ACTION_DELEGATE_CGROUP = BUS_NAME + '.delegate-cgroup'
 ACTION_DELEGATE_NETIF = BUS_NAME + '.delegate-network-interface'
+ACTION_DELEGATE_BPF = BUS_NAME + '.delegate-bpf'
 
 POLKIT_NAME = 'org.freedesktop.PolicyKit1'
 POLKIT_PATH = '/org/freedesktop/PolicyKit1/Authority'
@@ -224,6 +225,15 @@ class Client:
         r = self.call(MANAGER_PATH, MANAGER_IFACE, 'AddNetworkToUserNamespace', 'hhst',
                       (dbus.types.UnixFd(_fd_of(userns)), dbus.types.UnixFd(netns_fd), ifname, flags), timeout)
         return str(r[0]), str(r[1])
+
+    def delegate_bpf(self, userns, cmds=('any',), maps=('any',), progs=('any',), attachs=('any',), flags=0,
+                     timeout=30):
+        """The fd of the bpffs mount made for the namespace: the caller's to close."""
+        r = self.call(MANAGER_PATH, MANAGER_IFACE, 'DelegateBpf', 'hasasasast',
+                      (dbus.types.UnixFd(_fd_of(userns)), dbus.Array(cmds, signature='s'),
+                       dbus.Array(maps, signature='s'), dbus.Array(progs, signature='s'),
+                       dbus.Array(attachs, signature='s'), flags), timeout)
+        return r.take()
 
     def add_tap(self, userns, flags=0, timeout=30):
         """(host name, tap fd): the fd is the caller's to close."""

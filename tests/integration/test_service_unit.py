@@ -229,8 +229,12 @@ def exercise(daemon, root, cgroups, tmpfs, before_start=lambda: None):
         assert Path('/sys/class/net', tap_host).exists()
         mount = tmpfs()
         root.add_mount(box.fd, mount.fd)
+        # A bpffs for the namespace: a helper unshares a mount namespace
+        # there and opens it, the daemon configures, creates and mounts it.
+        os.close(root.delegate_bpf(box.fd, cmds=['map_create'], maps=['array'], progs=[], attachs=[]))
         props = root.namespace_properties(box_alloc.path)
         assert props['ControlGroups'] and len(props['NetworkInterfaces']) == 2 and props['Mounts']
+        assert props['BpfDelegated']
 
         # Release by namespace death.
         for ns in made:

@@ -68,7 +68,8 @@ static bool entries_equal(const NsEntry *a, const NsEntry *b) {
                a->created_usec == b->created_usec && a->handle_type == b->handle_type &&
                a->handle_len == b->handle_len && memcmp(a->handle, b->handle, a->handle_len) == 0 &&
                a->n_mounts == b->n_mounts &&
-               (a->n_mounts == 0 || memcmp(a->mounts, b->mounts, a->n_mounts * sizeof(uint64_t)) == 0);
+               (a->n_mounts == 0 || memcmp(a->mounts, b->mounts, a->n_mounts * sizeof(uint64_t)) == 0) &&
+               a->n_bpf == b->n_bpf && memcmp(a->bpf_masks, b->bpf_masks, sizeof(a->bpf_masks)) == 0;
 }
 
 /* from_json must fail and leave *ret exactly as it was. */
@@ -1072,6 +1073,58 @@ static void test_json_netifs(void) {
         }
 }
 
+static struct json_object *bpf_object(int64_t delegations, const char *cmds) {
+        struct json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "delegations", json_object_new_int64(delegations));
+        if (cmds)
+                json_object_object_add(o, "cmds", json_object_new_string(cmds));
+        json_object_object_add(o, "maps", json_object_new_string("0"));
+        json_object_object_add(o, "progs", json_object_new_string("2"));
+        json_object_object_add(o, "attachs", json_object_new_string("0"));
+        return o;
+}
+
+static void test_json_bpf(void) {
+        NsEntry e = sample_entry(), back;
+        _cleanup_free_ char *text = NULL, *again = NULL, *older = NULL;
+
+        /* Nothing delegated: no "bpf" at all, as in entries written before. */
+        CHECK(registry_entry_to_json(&e, &text) == 0);
+        CHECK(!strstr(text, "\"bpf\""));
+        older = with_field("bpf", NULL);
+        CHECK(registry_entry_from_json(older, &back) == 0);
+        CHECK(back.n_bpf == 0 && back.bpf_masks[0] == 0);
+
+        e.n_bpf = 3;
+        e.bpf_masks[0] = UINT64_MAX;    /* "any" */
+        e.bpf_masks[1] = UINT64_C(1) << 2;
+        e.bpf_masks[2] = UINT64_C(1) << 1;
+        CHECK(registry_entry_to_json(&e, &again) == 0);
+        CHECK(strstr(again, "\"bpf\":{\"delegations\":3,\"cmds\":\"18446744073709551615\",\"maps\":\"4\","
+                            "\"progs\":\"2\",\"attachs\":\"0\"}"));
+        CHECK(registry_entry_from_json(again, &back) == 0);
+        CHECK(entries_equal(&e, &back));
+        ns_entry_done(&back);
+
+        e.n_bpf = NS_BPF_MAX + 1;
+        CHECK(registry_entry_to_json(&e, &text) == -EINVAL);
+
+        check_field_rejected("bpf", json_object_new_int(1));
+        check_field_rejected("bpf", bpf_object(0, "1"));
+        check_field_rejected("bpf", bpf_object(NS_BPF_MAX + 1, "1"));
+        check_field_rejected("bpf", bpf_object(1, NULL));
+        check_field_rejected("bpf", bpf_object(1, "-1"));
+        check_field_rejected("bpf", bpf_object(1, "0x10"));
+        {
+                _cleanup_free_ char *s = with_field("bpf", bpf_object(2, "33"));
+
+                CHECK(registry_entry_from_json(s, &back) == 0);
+                CHECK(back.n_bpf == 2 && back.bpf_masks[0] == 33 && back.bpf_masks[2] == 2);
+                ns_entry_done(&back);
+        }
+}
+
 int main(void) {
         tmp_root = test_tmpdir();
 
@@ -1080,6 +1133,7 @@ int main(void) {
         RUN_TEST(test_json_mounts);
         RUN_TEST(test_json_cgroups);
         RUN_TEST(test_json_netifs);
+        RUN_TEST(test_json_bpf);
         RUN_TEST(test_on_disk);
         return EXIT_SUCCESS;
 }
