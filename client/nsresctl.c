@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -663,6 +665,9 @@ enum {
         ARG_CGROUP,
         ARG_NET,
         ARG_IFNAME,
+        ARG_BPF_TOKEN,
+        ARG_BPF_ALLOW,
+        ARG_BINFMT,
 };
 
 /* Accepted by every command, after the command as well as before it. */
@@ -718,6 +723,16 @@ static void help(void) {
                "                          IFNAME, the host end is down until the host's\n"
                "                          network configuration takes it up\n"
                "     --ifname=IFNAME      The name of the veth inside (default: host0)\n"
+               "     --bpf-token          Mount a bpffs at /sys/fs/bpf inside from which\n"
+               "                          CMD can create a BPF token, valid only in its\n"
+               "                          namespace\n"
+               "     --bpf-allow=KIND=NAME[:NAME...][,KIND=...]\n"
+               "                          What tokens from it allow, KIND being cmds,\n"
+               "                          maps, progs or attachs and NAME as the kernel\n"
+               "                          spells it, e.g. cmds=map_create,maps=array\n"
+               "                          (default: any of each; kinds not named: none)\n"
+               "     --binfmt             Give CMD a binfmt_misc instance of its own at\n"
+               "                          /proc/sys/fs/binfmt_misc\n"
                "\n"
                "Exit status: 0 on success, 1 on failure, 2 on wrong usage. run exits with\n"
                "the status of CMD (128+N if it was killed by signal N), 126 if CMD could not\n"
@@ -1037,6 +1052,8 @@ typedef enum RunStep {
         RUN_STEP_CGROUP,
         RUN_STEP_MOUNTNS,
         RUN_STEP_PROPAGATION,
+        RUN_STEP_BINFMT,
+        RUN_STEP_BPFFS,
         RUN_STEP_SETGROUPS,
         RUN_STEP_SETGID,
         RUN_STEP_SETUID,
@@ -1053,10 +1070,28 @@ static const char *const run_step_text[] = {
         [RUN_STEP_CGROUP] = "move into the delegated control group",
         [RUN_STEP_MOUNTNS] = "create a mount namespace",
         [RUN_STEP_PROPAGATION] = "make mounts private in the new mount namespace",
+        [RUN_STEP_BINFMT] = "mount a binfmt_misc instance of its own at /proc/sys/fs/binfmt_misc",
+        [RUN_STEP_BPFFS] = "attach the delegated bpffs at /sys/fs/bpf",
         [RUN_STEP_SETGROUPS] = "drop supplementary groups",
         [RUN_STEP_SETGID] = "switch to the target GID",
         [RUN_STEP_SETUID] = "switch to the target UID",
         [RUN_STEP_EXEC] = "execute",
+};
+
+/* The kinds of what a bpffs delegates, as DelegateBpf takes them. */
+typedef enum BpfAllowKind {
+        BPF_ALLOW_CMDS,
+        BPF_ALLOW_MAPS,
+        BPF_ALLOW_PROGS,
+        BPF_ALLOW_ATTACHS,
+        _BPF_ALLOW_KIND_MAX,
+} BpfAllowKind;
+
+static const char *const bpf_allow_kind_text[_BPF_ALLOW_KIND_MAX] = {
+        [BPF_ALLOW_CMDS] = "cmds",
+        [BPF_ALLOW_MAPS] = "maps",
+        [BPF_ALLOW_PROGS] = "progs",
+        [BPF_ALLOW_ATTACHS] = "attachs",
 };
 
 typedef struct RunArgs {
@@ -1069,11 +1104,15 @@ typedef struct RunArgs {
         int cgroup_fd;          /* ... opened before the child is forked */
         bool net;               /* --net: a network namespace with a veth */
         const char *ifname;     /* --ifname: the veth's name inside; NULL: the service's default */
+        bool bpf_token;         /* --bpf-token: a delegated bpffs at /sys/fs/bpf */
+        bool bpf_allow_given;   /* --bpf-allow: kinds it does not name delegate nothing */
+        char **bpf_allow[_BPF_ALLOW_KIND_MAX]; /* ... names per kind; NULL: not named */
+        bool binfmt;            /* --binfmt: a binfmt_misc instance of its own */
 } RunArgs;
 
 /* What the parent sends once the namespace is ready: "go", and what the
- * child sets up before it runs the command. One write, well below
- * PIPE_BUF, so it arrives whole. */
+ * child sets up before it runs the command. One datagram, with the
+ * delegated bpffs' mount fd attached for --bpf-token. */
 typedef struct RunGo {
         char go;                        /* 'g' */
         char cgroup_leaf[NAME_MAX + 1]; /* in RunArgs.cgroup_fd; empty: stay where we are */
@@ -1110,6 +1149,69 @@ static int write_full(int fd, const void *buf, size_t size) {
                 }
                 done += (size_t) n;
         }
+        return 0;
+}
+
+/* "go" to the child, with fd (unless -1) passed along. */
+static int send_go(int sock, const RunGo *go, int fd) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = {};
+        struct iovec iov = { .iov_base = (void *) go, .iov_len = sizeof(*go) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+        if (fd >= 0) {
+                struct cmsghdr *cmsg;
+
+                mh.msg_control = control.buf;
+                mh.msg_controllen = sizeof(control.buf);
+                cmsg = CMSG_FIRSTHDR(&mh);
+                cmsg->cmsg_level = SOL_SOCKET;
+                cmsg->cmsg_type = SCM_RIGHTS;
+                cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+        }
+
+        while (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        return 0;
+}
+
+/* The child's side: 0 with *ret_fd the passed fd or -1, -EBADMSG for
+ * anything but one whole RunGo with at most one fd. */
+static int receive_go(int sock, RunGo *ret_go, int *ret_fd) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = {};
+        struct iovec iov = { .iov_base = ret_go, .iov_len = sizeof(*ret_go) };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        struct cmsghdr *cmsg;
+        ssize_t n;
+        int fd = -1;
+
+        /* Close-on-exec at once: CMD must not inherit the mount fd. */
+        while ((n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC)) < 0)
+                if (errno != EINTR)
+                        return -errno;
+
+        for (cmsg = CMSG_FIRSTHDR(&mh); cmsg; cmsg = CMSG_NXTHDR(&mh, cmsg))
+                if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
+                    cmsg->cmsg_len == CMSG_LEN(sizeof(int)))
+                        memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+
+        if (n != (ssize_t) sizeof(*ret_go) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+                safe_close(fd);
+                return -EBADMSG;
+        }
+        *ret_fd = fd;
         return 0;
 }
 
@@ -1156,7 +1258,7 @@ static int join_cgroup(int cgroup_fd, const char *leaf) {
 static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, int go_fd) {
         RunReport report = { .step = RUN_STEP_USERNS };
         RunGo go = {};
-        int r;
+        int bpffs_fd = -1, r;
 
         /* Until "go" we wait in an unmapped namespace; if nsresctl dies
          * meanwhile no "go" can ever come. */
@@ -1173,8 +1275,8 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
         if (write_full(report_fd, &report, sizeof(report)) < 0)
                 _exit(EXIT_FAILURE);
 
-        if (read_full(go_fd, &go, sizeof(go)) != (ssize_t) sizeof(go) || go.go != 'g' ||
-            go.cgroup_leaf[sizeof(go.cgroup_leaf) - 1] != '\0')
+        if (receive_go(go_fd, &go, &bpffs_fd) < 0 || go.go != 'g' ||
+            go.cgroup_leaf[sizeof(go.cgroup_leaf) - 1] != '\0' || (bpffs_fd >= 0) != a->bpf_token)
                 _exit(EXIT_FAILURE);
 
         if (go.cgroup_leaf[0]) {
@@ -1189,6 +1291,19 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
                 run_child_fail(report_fd, RUN_STEP_MOUNTNS, errno);
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 run_child_fail(report_fd, RUN_STEP_PROPAGATION, errno);
+
+        /* Both need our capabilities in the namespace: before we switch ids.
+         * The binfmt_misc instance is the user namespace's own: what CMD
+         * registers there applies inside it only, never on the host. */
+        if (a->binfmt &&
+            mount("binfmt_misc", "/proc/sys/fs/binfmt_misc", "binfmt_misc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  NULL) < 0)
+                run_child_fail(report_fd, RUN_STEP_BINFMT, errno);
+        if (bpffs_fd >= 0) {
+                if (move_mount(bpffs_fd, "", AT_FDCWD, "/sys/fs/bpf", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                        run_child_fail(report_fd, RUN_STEP_BPFFS, errno);
+                bpffs_fd = safe_close(bpffs_fd);
+        }
 
         /* The caller's supplementary groups are not part of the range; drop
          * them where the service allows it. Where it does not, those not
@@ -1324,6 +1439,53 @@ static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child
         return 0;
 }
 
+/* A bpffs for the namespace, delegating what --bpf-allow names (without
+ * it, anything): the O_PATH fd of its detached mount. */
+static int delegate_bpf(sd_bus *bus, const RunArgs *a, int userns_fd, int *ret_bpffs_fd) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        static char *const any[] = { (char *) "any", NULL }, *const none[] = { NULL };
+        int fd, r;
+
+        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           "DelegateBpf");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "h", userns_fd);
+        for (size_t k = 0; r >= 0 && k < _BPF_ALLOW_KIND_MAX; k++) {
+                char *const *names = !a->bpf_allow_given ? any : a->bpf_allow[k] ?: none;
+
+                r = sd_bus_message_append_strv(m, (char **) names);
+        }
+        if (r >= 0)
+                r = sd_bus_message_append(m, "t", UINT64_C(0));
+        if (r >= 0)
+                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
+        if (r < 0) {
+                log_error_msg("Failed to build the request: %s", strerror(-r));
+                return r;
+        }
+
+        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
+        if (r < 0) {
+                log_bus_error(&error, r, "Failed to delegate BPF");
+                return r;
+        }
+        r = sd_bus_message_read(reply, "h", &fd);
+        if (r < 0) {
+                log_error_msg("Failed to parse the reply of DelegateBpf: %s", strerror(-r));
+                return r;
+        }
+        /* The message owns fd and closes it with the reply. */
+        fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+                r = -errno;
+                log_error_msg("Failed to duplicate the bpffs fd: %m");
+                return r;
+        }
+        *ret_bpffs_fd = fd;
+        return 0;
+}
+
 /* Forwards termination signals to the command until it exits, then returns
  * its exit status the way a shell reports it. Signals a terminal sends reach
  * the command directly (same process group) and are not sent twice. */
@@ -1367,7 +1529,7 @@ static void run_kill_child(pid_t child) {
 }
 
 static int run_command(const RunArgs *a) {
-        _cleanup_close_ int report_r = -1, report_w = -1, go_r = -1, go_w = -1;
+        _cleanup_close_ int report_r = -1, report_w = -1, go_r = -1, go_w = -1, bpffs_fd = -1;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
@@ -1388,8 +1550,9 @@ static int run_command(const RunArgs *a) {
         }
         report_r = pipe_fds[0];
         report_w = pipe_fds[1];
-        if (pipe2(pipe_fds, O_CLOEXEC) < 0) {
-                log_error_msg("Failed to create pipe: %m");
+        /* Datagrams, not a pipe: "go" may carry the bpffs' fd. */
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pipe_fds) < 0) {
+                log_error_msg("Failed to create socket pair: %m");
                 return EXIT_FAILURE;
         }
         go_r = pipe_fds[0];
@@ -1450,6 +1613,8 @@ static int run_command(const RunArgs *a) {
                         r = delegate_cgroup(bus, a, userns_fd, go.cgroup_leaf, sizeof(go.cgroup_leaf), &cgroup_path);
                 if (r >= 0 && a->net)
                         r = add_network(bus, a, userns_fd, child, &host_ifname, &inside_ifname);
+                if (r >= 0 && a->bpf_token)
+                        r = delegate_bpf(bus, a, userns_fd, &bpffs_fd);
                 if (r < 0) {
                         run_kill_child(child);
                         return EXIT_FAILURE;
@@ -1476,6 +1641,9 @@ static int run_command(const RunArgs *a) {
                 if (host_ifname)
                         fprintf(stderr, "nsresctl: Network interface %s inside, %s on the host\n",
                                 inside_ifname, host_ifname);
+                if (bpffs_fd >= 0)
+                        fprintf(stderr, "nsresctl: BPF delegated to '%s': its bpffs at /sys/fs/bpf inside\n",
+                                final_name);
         }
 
         /* From "go" on we only relay signals; block them first so none is
@@ -1490,8 +1658,9 @@ static int run_command(const RunArgs *a) {
                 return EXIT_FAILURE;
         }
 
-        (void) write_full(go_w, &go, sizeof(go));
+        (void) send_go(go_w, &go, bpffs_fd);
         go_w = safe_close(go_w);
+        bpffs_fd = safe_close(bpffs_fd);
 
         n = read_full(report_r, &report, sizeof(report));
         if (n == (ssize_t) sizeof(report)) {
@@ -1508,6 +1677,8 @@ static int run_command(const RunArgs *a) {
                         log_error_msg("Moving into %s needs write access to the cgroup.procs of the closest cgroup "
                                       "above both it and the one nsresctl runs in: run nsresctl inside '%s', a "
                                       "cgroup you own.", cgroup_path, a->cgroup);
+                if (step == RUN_STEP_BINFMT && report.error == EPERM)
+                        log_error_msg("A binfmt_misc instance in a user namespace needs Linux 6.7 or later.");
                 return EXIT_FAILURE;
         }
 
@@ -1528,6 +1699,92 @@ static int default_run_name(const char *command, char **ret) {
         return 0;
 }
 
+static void strv_free(char **l) {
+        for (char **i = l; i && *i; i++)
+                free(*i);
+        free(l);
+}
+
+static void run_args_done(RunArgs *a) {
+        for (size_t k = 0; k < _BPF_ALLOW_KIND_MAX; k++)
+                strv_free(a->bpf_allow[k]);
+}
+
+/* "map_create:prog_load" to its names; "" to none. */
+static int split_bpf_names(const char *value, char ***ret) {
+        size_t n = *value ? 1 : 0, i = 0;
+        char **l;
+
+        for (const char *c = value; *c; c++)
+                n += *c == ':';
+        l = calloc(n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (const char *p = value; i < n; i++) {
+                size_t len = strcspn(p, ":");
+
+                if (len == 0) {
+                        strv_free(l);
+                        return -EINVAL;
+                }
+                l[i] = strndup(p, len);
+                if (!l[i]) {
+                        strv_free(l);
+                        return -ENOMEM;
+                }
+                p += len + 1;
+        }
+        *ret = l;
+        return 0;
+}
+
+/* --bpf-allow=cmds=map_create:prog_load,maps=array; may be repeated. The
+ * names themselves are the service's to check: it knows the kernel's. */
+static int parse_bpf_allow(const char *spec, RunArgs *a) {
+        _cleanup_free_ char *copy = strdup(spec);
+        char *p, *item;
+        int r;
+
+        if (!copy) {
+                log_error_msg("Out of memory.");
+                return -ENOMEM;
+        }
+        for (p = copy; (item = strsep(&p, ","));) {
+                char *value = strchr(item, '=');
+                size_t k;
+
+                if (!value) {
+                        log_error_msg("Invalid --bpf-allow '%s': expected KIND=NAME[:NAME...], "
+                                      "KIND being cmds, maps, progs or attachs.", spec);
+                        return -EINVAL;
+                }
+                *value++ = '\0';
+                for (k = 0; k < _BPF_ALLOW_KIND_MAX; k++)
+                        if (strcmp(item, bpf_allow_kind_text[k]) == 0)
+                                break;
+                if (k == _BPF_ALLOW_KIND_MAX) {
+                        log_error_msg("Invalid --bpf-allow '%s': unknown kind '%s', expected cmds, maps, "
+                                      "progs or attachs.", spec, item);
+                        return -EINVAL;
+                }
+                if (a->bpf_allow[k]) {
+                        log_error_msg("--bpf-allow names '%s' more than once.", item);
+                        return -EINVAL;
+                }
+                r = split_bpf_names(value, &a->bpf_allow[k]);
+                if (r == -EINVAL) {
+                        log_error_msg("Invalid --bpf-allow '%s': empty name in '%s'.", spec, value);
+                        return r;
+                }
+                if (r < 0) {
+                        log_error_msg("Out of memory.");
+                        return r;
+                }
+        }
+        a->bpf_allow_given = true;
+        return 0;
+}
+
 static int verb_run(int argc, char *argv[]) {
         static const struct option options[] = {
                 COMMON_OPTIONS,
@@ -1540,11 +1797,14 @@ static int verb_run(int argc, char *argv[]) {
                 { "cgroup",     required_argument, NULL, ARG_CGROUP     },
                 { "net",        no_argument,       NULL, ARG_NET        },
                 { "ifname",     required_argument, NULL, ARG_IFNAME     },
+                { "bpf-token",  no_argument,       NULL, ARG_BPF_TOKEN  },
+                { "bpf-allow",  required_argument, NULL, ARG_BPF_ALLOW  },
+                { "binfmt",     no_argument,       NULL, ARG_BINFMT     },
                 {}
         };
         _cleanup_free_ char *default_name = NULL;
         _cleanup_close_ int cgroup_fd = -1;
-        RunArgs a = {
+        _cleanup_(run_args_done) RunArgs a = {
                 .target = 0,
                 .cgroup_fd = -1,
         };
@@ -1611,6 +1871,17 @@ static int verb_run(int argc, char *argv[]) {
                         }
                         a.ifname = optarg;
                         break;
+                case ARG_BPF_TOKEN:
+                        a.bpf_token = true;
+                        break;
+                case ARG_BPF_ALLOW:
+                        r = parse_bpf_allow(optarg, &a);
+                        if (r < 0)
+                                return r == -ENOMEM ? EXIT_FAILURE : EXIT_USAGE;
+                        break;
+                case ARG_BINFMT:
+                        a.binfmt = true;
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
@@ -1638,6 +1909,16 @@ static int verb_run(int argc, char *argv[]) {
         }
         if (a.net && (a.flags & ALLOCATE_FLAG_SELF)) {
                 log_error_msg("--net needs a range of the namespace's own; it cannot be combined with --self.");
+                return EXIT_USAGE;
+        }
+        if (a.bpf_allow_given && !a.bpf_token) {
+                log_error_msg("--bpf-allow says what --bpf-token delegates; it needs --bpf-token.");
+                return EXIT_USAGE;
+        }
+        /* The bpffs' root belongs to the namespace's own first ids. */
+        if (a.bpf_token && (a.flags & ALLOCATE_FLAG_SELF)) {
+                log_error_msg("--bpf-token needs a range of the namespace's own; "
+                              "it cannot be combined with --self.");
                 return EXIT_USAGE;
         }
 
