@@ -1319,27 +1319,37 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
         run_child_fail(report_fd, RUN_STEP_EXEC, errno);
 }
 
+/* A call of run's that polkit may decide, interactively if asked to. */
+static int call_manager(sd_bus *bus, sd_bus_message *m, const char *what, sd_bus_message **ret_reply) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
+        if (r < 0) {
+                log_error_msg("Failed to build the request: %s", strerror(-r));
+                return r;
+        }
+        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, ret_reply);
+        if (r < 0)
+                log_bus_error(&error, r, what);
+        return r;
+}
+
 static int allocate_range(sd_bus *bus, const RunArgs *a, int userns_fd, sd_bus_message **ret_reply) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
 
         r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
                                            "AllocateUserRange");
         if (r >= 0)
                 r = sd_bus_message_append(m, "suuht", a->name, a->size, a->target, userns_fd, a->flags);
-        if (r >= 0)
-                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
         if (r < 0) {
                 log_error_msg("Failed to build the request: %s", strerror(-r));
                 return r;
         }
-
-        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
-        if (r < 0) {
-                log_bus_error(&error, r, "Failed to allocate a user range");
+        r = call_manager(bus, m, "Failed to allocate a user range", &reply);
+        if (r < 0)
                 return r;
-        }
 
         *ret_reply = TAKE_PTR(reply);
         return 0;
@@ -1349,7 +1359,6 @@ static int allocate_range(sd_bus *bus, const RunArgs *a, int userns_fd, sd_bus_m
 static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *ret_leaf, size_t size,
                            char **ret_path) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         const char *path, *leaf;
         int r;
 
@@ -1357,18 +1366,13 @@ static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *r
                                            "AddControlGroupToUserNamespace");
         if (r >= 0)
                 r = sd_bus_message_append(m, "hht", userns_fd, a->cgroup_fd, ADD_CGROUP_FLAG_CREATE_CHILD);
-        if (r >= 0)
-                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
         if (r < 0) {
                 log_error_msg("Failed to build the request: %s", strerror(-r));
                 return r;
         }
-
-        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
-        if (r < 0) {
-                log_bus_error(&error, r, "Failed to delegate a control group");
+        r = call_manager(bus, m, "Failed to delegate a control group", &reply);
+        if (r < 0)
                 return r;
-        }
         r = sd_bus_message_read(reply, "s", &path);
         if (r < 0) {
                 log_error_msg("Failed to parse the reply of AddControlGroupToUserNamespace: %s", strerror(-r));
@@ -1395,7 +1399,6 @@ static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *r
 static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child, char **ret_host,
                        char **ret_inside) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_close_ int netns_fd = -1;
         const char *host, *inside;
         char proc_path[64];
@@ -1413,18 +1416,13 @@ static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child
                                            "AddNetworkToUserNamespace");
         if (r >= 0)
                 r = sd_bus_message_append(m, "hhst", userns_fd, netns_fd, a->ifname ?: "", UINT64_C(0));
-        if (r >= 0)
-                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
         if (r < 0) {
                 log_error_msg("Failed to build the request: %s", strerror(-r));
                 return r;
         }
-
-        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
-        if (r < 0) {
-                log_bus_error(&error, r, "Failed to add a network interface");
+        r = call_manager(bus, m, "Failed to add a network interface", &reply);
+        if (r < 0)
                 return r;
-        }
         r = sd_bus_message_read(reply, "ss", &host, &inside);
         if (r < 0) {
                 log_error_msg("Failed to parse the reply of AddNetworkToUserNamespace: %s", strerror(-r));
@@ -1443,7 +1441,6 @@ static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child
  * it, anything): the O_PATH fd of its detached mount. */
 static int delegate_bpf(sd_bus *bus, const RunArgs *a, int userns_fd, int *ret_bpffs_fd) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         static char *const any[] = { (char *) "any", NULL }, *const none[] = { NULL };
         int fd, r;
 
@@ -1458,18 +1455,13 @@ static int delegate_bpf(sd_bus *bus, const RunArgs *a, int userns_fd, int *ret_b
         }
         if (r >= 0)
                 r = sd_bus_message_append(m, "t", UINT64_C(0));
-        if (r >= 0)
-                r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
         if (r < 0) {
                 log_error_msg("Failed to build the request: %s", strerror(-r));
                 return r;
         }
-
-        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, &reply);
-        if (r < 0) {
-                log_bus_error(&error, r, "Failed to delegate BPF");
+        r = call_manager(bus, m, "Failed to delegate BPF", &reply);
+        if (r < 0)
                 return r;
-        }
         r = sd_bus_message_read(reply, "h", &fd);
         if (r < 0) {
                 log_error_msg("Failed to parse the reply of DelegateBpf: %s", strerror(-r));
