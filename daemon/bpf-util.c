@@ -82,15 +82,7 @@ int bpf_pin_dir_prepare(const char *bpf_dir, const char *subdir, char **ret_pin_
 }
 
 bool bpf_fd_is_link(int fd) {
-        char path[sizeof("/proc/self/fd/") + 12], target[64];
-        ssize_t n;
-
-        snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0)
-                return false;
-        target[n] = '\0';
-        return strcmp(target, "anon_inode:bpf-link") == 0;
+        return fd_is_anon_inode(fd, "bpf-link");
 }
 
 int bpf_map_stale_keys(int fd, bool (*keep)(uint64_t key, void *userdata), void *userdata, KeyList *stale) {

@@ -176,18 +176,11 @@ char *bpf_delegate_mask_to_string(BpfDelegateKind kind, uint64_t mask) {
 }
 
 bool fd_is_fs_context(int fd) {
-        char path[32], target[64];
         struct statfs sfs;
-        ssize_t n;
 
         if (fstatfs(fd, &sfs) < 0 || (unsigned long) sfs.f_type != ANON_INODE_FS_MAGIC)
                 return false;
-        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0)
-                return false;
-        target[n] = '\0';
-        return strcmp(target, "anon_inode:[fscontext]") == 0;
+        return fd_is_anon_inode(fd, "[fscontext]");
 }
 
 /* The last error the kernel logged on the context ("e bpf: ..."), if any. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -24,6 +25,18 @@ bool has_suffix(const char *s, const char *suffix) {
         size_t a = strlen(s), b = strlen(suffix);
 
         return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+bool fd_is_anon_inode(int fd, const char *name) {
+        char path[sizeof("/proc/self/fd/") + 12], target[64];
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/self/fd/%i", fd);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n < 0)
+                return false;
+        target[n] = '\0';
+        return strncmp(target, "anon_inode:", 11) == 0 && strcmp(target + 11, name) == 0;
 }
 
 bool comma_list_has(const char *list, const char *name) {

@@ -43,5 +43,9 @@ int parse_decimal_u32(const char *s, size_t len, uint32_t *ret);
 
 bool has_suffix(const char *s, const char *suffix);
 
+/* Whether fd is an anonymous inode file of this name ("bpf-link",
+ * "[fscontext]"), as /proc/self/fd shows it. */
+bool fd_is_anon_inode(int fd, const char *name);
+
 /* Whether the comma-separated list (such as the active LSMs) has name. */
 bool comma_list_has(const char *list, const char *name);
