@@ -28,7 +28,10 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bwrap.h"
 #include "doctor.h"
+#include "nsres.h"
+#include "nsresctl.h"
 #include "util.h"
 
 #ifndef NSRESD_VERSION
@@ -41,23 +44,7 @@
 #define USERNS_INTERFACE "org.freedesktop.NamespaceResource1.UserNamespace"
 #define PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
 
-#define ALLOCATE_FLAG_MANGLE_NAME (UINT64_C(1) << 0)
-#define ALLOCATE_FLAG_SELF (UINT64_C(1) << 1)
-#define ALLOCATE_FLAG_MAP_CALLER (UINT64_C(1) << 2)
-
-#define ADD_CGROUP_FLAG_CREATE_CHILD (UINT64_C(1) << 0)
-
 #define DEFAULT_RANGE_SIZE 65536U
-
-/* Polkit may ask for a password before the daemon answers; a person typing it
- * needs far longer than sd-bus' 25 s default. */
-#define ALLOCATE_TIMEOUT_USEC (120ULL * 1000000ULL)
-
-/* Exit statuses, following env(1) and timeout(1) for a command that cannot be
- * started, so a caller can tell our failures from the command's own. */
-#define EXIT_USAGE 2
-#define EXIT_CANNOT_EXECUTE 126
-#define EXIT_NOT_FOUND 127
 
 static bool arg_json = false;
 static bool arg_verbose = false;
@@ -68,8 +55,7 @@ static void json_object_putp(struct json_object **j) {
 }
 #define _cleanup_json_ _cleanup_(json_object_putp)
 
-static void log_error_msg(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static void log_error_msg(const char *format, ...) {
+void log_error_msg(const char *format, ...) {
         int saved_errno = errno;
         va_list ap;
 
@@ -687,6 +673,11 @@ static void help(void) {
                "  run [RUN-OPTIONS] [--] CMD [ARGS...]\n"
                "                          Run CMD as root of a new user namespace with\n"
                "                          a range allocated by nsresd\n"
+               "  bwrap [--name=NAME] -- BWRAP-ARGS...\n"
+               "                          Run bubblewrap with BWRAP-ARGS in a user\n"
+               "                          namespace with 64K UIDs/GIDs from nsresd and\n"
+               "                          your own UID/GID as 65536; with --cap-add ALL\n"
+               "                          the sandbox may switch to any of them\n"
                "  list                    List allocated user namespaces\n"
                "  status NAME|ID|PATH     Show all properties of one user namespace\n"
                "  info                    Show the state of the service\n"
@@ -701,7 +692,7 @@ static void help(void) {
                "     --version            Show the version\n"
                "     --json               Print JSON (list, status, info, doctor: one\n"
                "                          document; watch: one object per line)\n"
-               "  -v --verbose            run: report the allocation on stderr\n"
+               "  -v --verbose            run, bwrap: report the allocation on stderr\n"
                "     --no-ask-password    Do not let polkit ask for a password\n"
                "\n"
                "Run options:\n"
@@ -736,7 +727,8 @@ static void help(void) {
                "\n"
                "Exit status: 0 on success, 1 on failure, 2 on wrong usage. run exits with\n"
                "the status of CMD (128+N if it was killed by signal N), 126 if CMD could not\n"
-               "be executed and 127 if it was not found. doctor exits with 1 if a check\n"
+               "be executed and 127 if it was not found; bwrap with the status of bwrap.\n"
+               "doctor exits with 1 if a check\n"
                "failed (warnings do not count).\n");
 }
 
@@ -1319,63 +1311,33 @@ static _Noreturn void run_child(const RunArgs *a, pid_t parent, int report_fd, i
         run_child_fail(report_fd, RUN_STEP_EXEC, errno);
 }
 
-/* A call of run's that polkit may decide, interactively if asked to. */
-static int call_manager(sd_bus *bus, sd_bus_message *m, const char *what, sd_bus_message **ret_reply) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r;
-
-        r = sd_bus_message_set_allow_interactive_authorization(m, arg_ask_password);
-        if (r < 0) {
-                log_error_msg("Failed to build the request: %s", strerror(-r));
-                return r;
-        }
-        r = sd_bus_call(bus, m, ALLOCATE_TIMEOUT_USEC, &error, ret_reply);
-        if (r < 0)
-                log_bus_error(&error, r, what);
-        return r;
+static void nsres_client_freep(NsresClient **c) {
+        nsres_client_free(*c);
 }
 
-static int allocate_range(sd_bus *bus, const RunArgs *a, int userns_fd, sd_bus_message **ret_reply) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        int r;
+/* The service's messages are written for users, so they are shown as they
+ * are; only where there is none do the error's name or errno text stand in. */
+void log_client_error(const NsresClient *client, int r, const char *what) {
+        const char *message = nsres_client_error_message(client);
 
-        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "AllocateUserRange");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "suuht", a->name, a->size, a->target, userns_fd, a->flags);
-        if (r < 0) {
-                log_error_msg("Failed to build the request: %s", strerror(-r));
-                return r;
-        }
-        r = call_manager(bus, m, "Failed to allocate a user range", &reply);
-        if (r < 0)
-                return r;
-
-        *ret_reply = TAKE_PTR(reply);
-        return 0;
+        if (r == -EREMOTEIO && message)
+                log_error_msg("%s", message);
+        else if (r == -EREMOTEIO && nsres_client_error_name(client))
+                log_error_msg("%s: %s", what, nsres_client_error_name(client));
+        else
+                log_error_msg("%s: %s", what, strerror(-r));
 }
 
 /* A new leaf in a->cgroup, delegated to the namespace: its name there. */
-static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *ret_leaf, size_t size,
+static int delegate_cgroup(NsresClient *client, const RunArgs *a, int userns_fd, char *ret_leaf, size_t size,
                            char **ret_path) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        const char *path, *leaf;
+        _cleanup_free_ char *path = NULL;
+        const char *leaf;
         int r;
 
-        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "AddControlGroupToUserNamespace");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "hht", userns_fd, a->cgroup_fd, ADD_CGROUP_FLAG_CREATE_CHILD);
+        r = nsres_add_cgroup(client, userns_fd, a->cgroup_fd, NSRES_CGROUP_CREATE_CHILD, &path);
         if (r < 0) {
-                log_error_msg("Failed to build the request: %s", strerror(-r));
-                return r;
-        }
-        r = call_manager(bus, m, "Failed to delegate a control group", &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(reply, "s", &path);
-        if (r < 0) {
-                log_error_msg("Failed to parse the reply of AddControlGroupToUserNamespace: %s", strerror(-r));
+                log_client_error(client, r, "Failed to delegate a control group");
                 return r;
         }
 
@@ -1387,20 +1349,14 @@ static int delegate_cgroup(sd_bus *bus, const RunArgs *a, int userns_fd, char *r
                 return -EBADMSG;
         }
         strcpy(ret_leaf, leaf);
-        *ret_path = strdup(path);
-        if (!*ret_path) {
-                log_error_msg("Out of memory.");
-                return -ENOMEM;
-        }
+        *ret_path = TAKE_PTR(path);
         return 0;
 }
 
 /* A veth whose peer the service creates in the child's network namespace. */
-static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child, char **ret_host,
+static int add_network(NsresClient *client, const RunArgs *a, int userns_fd, pid_t child, char **ret_host,
                        char **ret_inside) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_close_ int netns_fd = -1;
-        const char *host, *inside;
         char proc_path[64];
         int r;
 
@@ -1412,76 +1368,33 @@ static int add_network(sd_bus *bus, const RunArgs *a, int userns_fd, pid_t child
                 return r;
         }
 
-        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "AddNetworkToUserNamespace");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "hhst", userns_fd, netns_fd, a->ifname ?: "", UINT64_C(0));
-        if (r < 0) {
-                log_error_msg("Failed to build the request: %s", strerror(-r));
-                return r;
-        }
-        r = call_manager(bus, m, "Failed to add a network interface", &reply);
+        r = nsres_add_network(client, userns_fd, netns_fd, a->ifname, ret_host, ret_inside);
         if (r < 0)
-                return r;
-        r = sd_bus_message_read(reply, "ss", &host, &inside);
-        if (r < 0) {
-                log_error_msg("Failed to parse the reply of AddNetworkToUserNamespace: %s", strerror(-r));
-                return r;
-        }
-        *ret_host = strdup(host);
-        *ret_inside = strdup(inside);
-        if (!*ret_host || !*ret_inside) {
-                log_error_msg("Out of memory.");
-                return -ENOMEM;
-        }
-        return 0;
+                log_client_error(client, r, "Failed to add a network interface");
+        return r;
 }
 
 /* A bpffs for the namespace, delegating what --bpf-allow names (without
  * it, anything): the O_PATH fd of its detached mount. */
-static int delegate_bpf(sd_bus *bus, const RunArgs *a, int userns_fd, int *ret_bpffs_fd) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        static char *const any[] = { (char *) "any", NULL }, *const none[] = { NULL };
-        int fd, r;
+static int delegate_bpf(NsresClient *client, const RunArgs *a, int userns_fd, int *ret_bpffs_fd) {
+        static const char *const any[] = { "any", NULL }, *const none[] = { NULL };
+        const char *const *names[_BPF_ALLOW_KIND_MAX];
+        int r;
 
-        r = sd_bus_message_new_method_call(bus, &m, SERVICE_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "DelegateBpf");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "h", userns_fd);
-        for (size_t k = 0; r >= 0 && k < _BPF_ALLOW_KIND_MAX; k++) {
-                char *const *names = !a->bpf_allow_given ? any : a->bpf_allow[k] ?: none;
+        for (size_t k = 0; k < _BPF_ALLOW_KIND_MAX; k++)
+                names[k] = !a->bpf_allow_given ? any : a->bpf_allow[k] ? (const char *const *) a->bpf_allow[k] : none;
 
-                r = sd_bus_message_append_strv(m, (char **) names);
-        }
-        if (r >= 0)
-                r = sd_bus_message_append(m, "t", UINT64_C(0));
-        if (r < 0) {
-                log_error_msg("Failed to build the request: %s", strerror(-r));
-                return r;
-        }
-        r = call_manager(bus, m, "Failed to delegate BPF", &reply);
+        r = nsres_delegate_bpf(client, userns_fd, names[BPF_ALLOW_CMDS], names[BPF_ALLOW_MAPS],
+                               names[BPF_ALLOW_PROGS], names[BPF_ALLOW_ATTACHS], ret_bpffs_fd);
         if (r < 0)
-                return r;
-        r = sd_bus_message_read(reply, "h", &fd);
-        if (r < 0) {
-                log_error_msg("Failed to parse the reply of DelegateBpf: %s", strerror(-r));
-                return r;
-        }
-        /* The message owns fd and closes it with the reply. */
-        fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0) {
-                r = -errno;
-                log_error_msg("Failed to duplicate the bpffs fd: %m");
-                return r;
-        }
-        *ret_bpffs_fd = fd;
-        return 0;
+                log_client_error(client, r, "Failed to delegate BPF");
+        return r;
 }
 
 /* Forwards termination signals to the command until it exits, then returns
  * its exit status the way a shell reports it. Signals a terminal sends reach
  * the command directly (same process group) and are not sent twice. */
-static int run_wait_child(pid_t child, const sigset_t *mask) {
+int run_wait_child(pid_t child, const sigset_t *mask) {
         for (;;) {
                 siginfo_t si = {};
                 int status;
@@ -1522,12 +1435,10 @@ static void run_kill_child(pid_t child) {
 
 static int run_command(const RunArgs *a) {
         _cleanup_close_ int report_r = -1, report_w = -1, go_r = -1, go_w = -1, bpffs_fd = -1;
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(nsres_client_freep) NsresClient *client = NULL;
+        _cleanup_(nsres_allocation_done) NsresAllocation allocation = {};
         static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
         _cleanup_free_ char *cgroup_path = NULL, *host_ifname = NULL, *inside_ifname = NULL;
-        const char *path, *final_name;
-        uint32_t uid_start, gid_start;
         char proc_path[64];
         RunGo go = { .go = 'g' };
         RunReport report;
@@ -1598,44 +1509,45 @@ static int run_command(const RunArgs *a) {
                         return EXIT_FAILURE;
                 }
 
-                r = bus_connect(&bus);
-                if (r >= 0)
-                        r = allocate_range(bus, a, userns_fd, &reply);
+                r = nsres_client_new(&client);
+                if (r < 0)
+                        log_error_msg("Failed to connect to the system bus: %s", strerror(-r));
+                if (r >= 0) {
+                        nsres_client_set_interactive(client, arg_ask_password);
+                        r = nsres_allocate(client, userns_fd, a->name, a->size, a->target, a->flags, &allocation);
+                        if (r < 0)
+                                log_client_error(client, r, "Failed to allocate a user range");
+                }
                 if (r >= 0 && a->cgroup)
-                        r = delegate_cgroup(bus, a, userns_fd, go.cgroup_leaf, sizeof(go.cgroup_leaf), &cgroup_path);
+                        r = delegate_cgroup(client, a, userns_fd, go.cgroup_leaf, sizeof(go.cgroup_leaf),
+                                            &cgroup_path);
                 if (r >= 0 && a->net)
-                        r = add_network(bus, a, userns_fd, child, &host_ifname, &inside_ifname);
+                        r = add_network(client, a, userns_fd, child, &host_ifname, &inside_ifname);
                 if (r >= 0 && a->bpf_token)
-                        r = delegate_bpf(bus, a, userns_fd, &bpffs_fd);
+                        r = delegate_bpf(client, a, userns_fd, &bpffs_fd);
                 if (r < 0) {
                         run_kill_child(child);
                         return EXIT_FAILURE;
                 }
         }
 
-        r = sd_bus_message_read(reply, "osuu", &path, &final_name, &uid_start, &gid_start);
-        if (r < 0) {
-                log_error_msg("Failed to parse the reply of AllocateUserRange: %s", strerror(-r));
-                run_kill_child(child);
-                return EXIT_FAILURE;
-        }
-
         if (arg_verbose) {
                 char uids[32], gids[32], inside[32];
 
-                format_id_range(uid_start, a->size, uids, sizeof(uids));
-                format_id_range(gid_start, a->size, gids, sizeof(gids));
+                format_id_range(allocation.uid_start, a->size, uids, sizeof(uids));
+                format_id_range(allocation.gid_start, a->size, gids, sizeof(gids));
                 format_id_range(a->target, a->size, inside, sizeof(inside));
                 fprintf(stderr, "nsresctl: Allocated '%s': UIDs %s, GIDs %s, as %s inside, %s\n",
-                        final_name, uids, gids, inside, path);
+                        allocation.name, uids, gids, inside, allocation.object_path);
                 if (cgroup_path)
-                        fprintf(stderr, "nsresctl: Control group %s delegated to '%s'\n", cgroup_path, final_name);
+                        fprintf(stderr, "nsresctl: Control group %s delegated to '%s'\n", cgroup_path,
+                                allocation.name);
                 if (host_ifname)
                         fprintf(stderr, "nsresctl: Network interface %s inside, %s on the host\n",
                                 inside_ifname, host_ifname);
                 if (bpffs_fd >= 0)
                         fprintf(stderr, "nsresctl: BPF delegated to '%s': its bpffs at /sys/fs/bpf inside\n",
-                                final_name);
+                                allocation.name);
         }
 
         /* From "go" on we only relay signals; block them first so none is
@@ -1838,13 +1750,13 @@ static int verb_run(int argc, char *argv[]) {
                         }
                         break;
                 case ARG_SELF:
-                        a.flags |= ALLOCATE_FLAG_SELF;
+                        a.flags |= NSRES_SELF;
                         break;
                 case ARG_MAP_CALLER:
-                        a.flags |= ALLOCATE_FLAG_MAP_CALLER;
+                        a.flags |= NSRES_MAP_CALLER;
                         break;
                 case ARG_MANGLE:
-                        a.flags |= ALLOCATE_FLAG_MANGLE_NAME;
+                        a.flags |= NSRES_MANGLE_NAME;
                         break;
                 case ARG_CGROUP:
                         if (!*optarg) {
@@ -1885,7 +1797,7 @@ static int verb_run(int argc, char *argv[]) {
         }
         a.command = argv + optind;
 
-        if (a.flags & ALLOCATE_FLAG_SELF) {
+        if (a.flags & NSRES_SELF) {
                 if (size_given && a.size != 1) {
                         log_error_msg("--self maps a single UID/GID; it cannot be combined with --size=%" PRIu32 ".",
                                       a.size);
@@ -1899,7 +1811,7 @@ static int verb_run(int argc, char *argv[]) {
                 log_error_msg("--ifname names the interface --net adds; it needs --net.");
                 return EXIT_USAGE;
         }
-        if (a.net && (a.flags & ALLOCATE_FLAG_SELF)) {
+        if (a.net && (a.flags & NSRES_SELF)) {
                 log_error_msg("--net needs a range of the namespace's own; it cannot be combined with --self.");
                 return EXIT_USAGE;
         }
@@ -1908,7 +1820,7 @@ static int verb_run(int argc, char *argv[]) {
                 return EXIT_USAGE;
         }
         /* The bpffs' root belongs to the namespace's own first ids. */
-        if (a.bpf_token && (a.flags & ALLOCATE_FLAG_SELF)) {
+        if (a.bpf_token && (a.flags & NSRES_SELF)) {
                 log_error_msg("--bpf-token needs a range of the namespace's own; "
                               "it cannot be combined with --self.");
                 return EXIT_USAGE;
@@ -1917,7 +1829,7 @@ static int verb_run(int argc, char *argv[]) {
         if (a.cgroup) {
                 /* A delegated cgroup is owned by the namespace's own first
                  * ids; with --self there are none. */
-                if (a.flags & ALLOCATE_FLAG_SELF) {
+                if (a.flags & NSRES_SELF) {
                         log_error_msg("--cgroup needs a range of the namespace's own; "
                                       "it cannot be combined with --self.");
                         return EXIT_USAGE;
@@ -1938,7 +1850,7 @@ static int verb_run(int argc, char *argv[]) {
                         return EXIT_FAILURE;
                 }
                 a.name = default_name;
-                a.flags |= ALLOCATE_FLAG_MANGLE_NAME;
+                a.flags |= NSRES_MANGLE_NAME;
         }
 
         return run_command(&a);
@@ -2027,11 +1939,64 @@ static int verb_doctor(int argc, char *argv[]) {
         return arg_json ? print_doctor_json(&report) : print_doctor_text(&report);
 }
 
+static int verb_bwrap(int argc, char *argv[]) {
+        static const struct option options[] = {
+                COMMON_OPTIONS,
+                { "name", required_argument, NULL, ARG_NAME },
+                {}
+        };
+        _cleanup_free_ char *default_name = NULL;
+        BwrapArgs a = {};
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "+hv", options, NULL)) >= 0) {
+                switch (handle_common_option(c)) {
+                case OPTION_CONTINUE:
+                        continue;
+                case OPTION_EXIT_SUCCESS:
+                        return EXIT_SUCCESS;
+                case OPTION_EXIT_USAGE:
+                        return EXIT_USAGE;
+                case OPTION_NOT_COMMON:
+                        break;
+                }
+
+                if (c != ARG_NAME)
+                        return EXIT_USAGE;
+                if (!*optarg) {
+                        log_error_msg("--name= must not be empty.");
+                        return EXIT_USAGE;
+                }
+                a.name = optarg;
+        }
+
+        if (optind >= argc) {
+                log_error_msg("'bwrap' needs bwrap's arguments: its options and the command to run.");
+                return EXIT_USAGE;
+        }
+        a.args = argv + optind;
+
+        if (!a.name) {
+                if (asprintf(&default_name, "bwrap-%d", (int) getpid()) < 0) {
+                        log_error_msg("Out of memory.");
+                        return EXIT_FAILURE;
+                }
+                a.name = default_name;
+                a.mangle_name = true;
+        }
+        a.ask_password = arg_ask_password;
+        a.verbose = arg_verbose;
+
+        return bwrap_run(&a);
+}
+
 static const struct {
         const char *name;
         int (*run)(int argc, char *argv[]);
 } verbs[] = {
         { "run",    verb_run    },
+        { "bwrap",  verb_bwrap  },
         { "list",   verb_list   },
         { "status", verb_status },
         { "info",   verb_info   },

@@ -13,9 +13,9 @@ packages=(
         meson ninja-build pkg-config gcc libc6-dev
         libsystemd-dev libbpf-dev bpftool clang-14 llvm-14
         libjson-c-dev libnl-3-dev libnl-route-3-dev
-        python3 python3-pytest python3-dbusmock python3-dbus python3-gi
+        python3 python3-pytest python3-dbusmock python3-dbus python3-gi gir1.2-glib-2.0
         dbus-daemon dbus-bin systemd binutils polkitd util-linux coreutils
-        gettext scdoc libxml2-utils strace man-db iproute2
+        gettext scdoc libxml2-utils strace man-db iproute2 bubblewrap
         qemu-system-x86 busybox-static e2fsprogs kmod
 )
 

@@ -38,7 +38,7 @@ ACTIONS = {
 }
 
 MAN_PAGES = (('nsresd', '8'), ('nsresd.conf', '5'), ('nsresctl', '1'),
-             ('org.freedesktop.NamespaceResource1', '5'))
+             ('org.freedesktop.NamespaceResource1', '5'), ('nsres', '3'))
 
 
 def build_options():
@@ -60,6 +60,7 @@ class Layout:
         self.sbin = under_prefix('sbindir')
         self.bin = under_prefix('bindir')
         self.lib = under_prefix('libdir')
+        self.include = under_prefix('includedir')
         self.man = under_prefix('mandir')
         self.conf_dir = os.path.join(sysconfdir, 'nsresd')
         self.policy = os.path.join(datadir, 'polkit-1', 'actions', POLICY)
@@ -109,9 +110,13 @@ def parse_xml(path):
 def test_installs_exactly_the_expected_files(installed):
     layout = installed.layout
     executables = {os.path.join(layout.sbin, 'nsresd'), os.path.join(layout.bin, 'nsresctl'),
-                   os.path.join(layout.lib, 'libnss_nsresd.so.2')}
+                   os.path.join(layout.lib, 'libnss_nsresd.so.2'), os.path.join(layout.lib, 'libnsres.so.0.1.0')}
     data = {layout.policy, layout.interface_xml, layout.bus_conf, layout.activation, layout.unit,
-            layout.config}
+            layout.config, os.path.join(layout.include, 'nsres.h'),
+            os.path.join(layout.lib, 'pkgconfig', 'libnsres.pc')}
+    # libnsres' soname and development links, each to the next.
+    links = {os.path.join(layout.lib, 'libnsres.so.0'): 'libnsres.so.0.1.0',
+             os.path.join(layout.lib, 'libnsres.so'): 'libnsres.so.0'}
     if man_pages_built(build_options()):
         data |= {layout.man_page(name, section) for name, section in MAN_PAGES}
 
@@ -120,7 +125,11 @@ def test_installs_exactly_the_expected_files(installed):
         for name in files:
             full = os.path.join(dirpath, name)
             found['/' + os.path.relpath(full, installed.destdir)] = os.lstat(full).st_mode
-    assert set(found) == executables | data
+    assert set(found) == executables | data | set(links)
+
+    for path, target in links.items():
+        assert stat.S_ISLNK(found.pop(path)), path
+        assert os.readlink(installed.path(path)) == target, path
 
     for path, mode in found.items():
         assert stat.S_ISREG(mode), path
@@ -234,6 +243,43 @@ def test_activation_file_starts_the_installed_daemon(installed):
     assert service == {'Name': h.BUS_NAME, 'Exec': exec_path, 'User': 'root',
                        'SystemdService': 'nsresd.service'}
     assert os.access(installed.path(exec_path), os.X_OK)
+
+
+# ---- libnsres -----------------------------------------------------------------------------
+
+def header_functions():
+    header = (SOURCE_ROOT / 'client' / 'nsres.h').read_text()
+    return set(re.findall(r'^[A-Za-z].*?\b(nsres_\w+)\(', header, re.MULTILINE))
+
+
+def test_libnsres_exports_exactly_its_header(installed):
+    library = installed.path(os.path.join(installed.layout.lib, 'libnsres.so.0.1.0'))
+    result = subprocess.run(['nm', '-D', '--defined-only', str(library)], capture_output=True, text=True,
+                            check=True)
+    symbols = dict(re.findall(r'^\S+ T (\w+)@@(\w+)$', result.stdout, re.MULTILINE))
+    assert set(symbols) == header_functions()
+    assert set(symbols.values()) == {'LIBNSRES_0'}
+
+
+def test_a_program_builds_with_the_installed_libnsres(installed, tmp_path):
+    """The example, compiled with what pkg-config says about the installed
+    files and nothing from the source tree."""
+    lib = installed.path(installed.layout.lib)
+    env = dict(os.environ, PKG_CONFIG_SYSROOT_DIR=str(installed.destdir),
+               PKG_CONFIG_PATH=str(lib / 'pkgconfig'))
+    flags = subprocess.run(['pkg-config', '--cflags', '--libs', 'libnsres'], capture_output=True, text=True,
+                           env=env, check=True).stdout.split()
+    program = tmp_path / 'nsres-example'
+    subprocess.run(['cc', '-Wall', '-Werror', '-o', str(program),
+                    str(SOURCE_ROOT / 'tests' / 'integration' / 'nsres-example.c'), *flags], check=True)
+    needed = subprocess.run(['readelf', '-d', str(program)], capture_output=True, text=True, check=True).stdout
+    assert '[libnsres.so.0]' in needed
+
+    # It loads the installed library (usage: no --name).
+    result = subprocess.run([str(program)], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, LD_LIBRARY_PATH=str(lib)))
+    assert result.returncode == 1
+    assert result.stderr.startswith('Usage:')
 
 
 # ---- configuration ------------------------------------------------------------------------
