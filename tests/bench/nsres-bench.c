@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -910,6 +911,138 @@ static int run_newuidmap(unsigned calls, uint32_t uid_start, uint32_t gid_start)
         return 0;
 }
 
+/* ---- scale -------------------------------------------------------------- */
+
+/* Times `reps` calls of a method without arguments but flags, whose reply
+ * may be large (every namespace). */
+static int time_listing(sd_bus *bus, const char *interface, const char *method, unsigned reps,
+                        int64_t *samples) {
+        for (unsigned i = 0; i < reps; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                int64_t t0 = now_nsec();
+                int r;
+
+                if (strcmp(method, "GetManagedObjects") == 0)
+                        r = sd_bus_call_method(bus, NSRES_SERVICE, NSRES_PATH, interface, method, &error, &reply, "");
+                else
+                        r = sd_bus_call_method(bus, NSRES_SERVICE, NSRES_PATH, interface, method, &error, &reply,
+                                               "t", UINT64_C(0));
+                samples[i] = now_nsec() - t0;
+                if (r < 0) {
+                        report_error(method, "", &error, r);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* Allocates for `count` fresh namespaces and keeps them alive (their fds go
+ * to fds[*n_fds...]); timed samples where `samples` is not NULL. */
+static int allocate_held(sd_bus *bus, unsigned count, int *fds, unsigned *n_fds, int64_t *samples, size_t *ok) {
+        for (unsigned k = 0; k < count; k++) {
+                char name[32];
+                int64_t t;
+                int r;
+
+                r = userns_new(&fds[*n_fds]);
+                if (r < 0) {
+                        fprintf(stderr, "Failed to create user namespace %u: %s\n", *n_fds, strerror(-r));
+                        return r;
+                }
+                (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, *n_fds);
+                (*n_fds)++;
+                r = allocate(bus, name, fds[*n_fds - 1], &t, NULL);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return -EIO;
+                if (samples)
+                        samples[(*ok)++] = t;
+        }
+        return 0;
+}
+
+/* Latency with none and with `live` namespaces held, and the listings at
+ * that size. In between it prints a "holding" line and waits for a line on
+ * stdin: the runner measures the daemon (and restarts it) meanwhile. */
+static int run_scale(unsigned live, unsigned samples_n) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) int64_t *empty = NULL, *full = NULL, *list = NULL, *objects = NULL;
+        _cleanup_(freep) int *fds = NULL;
+        unsigned n_fds = 0, total = live + samples_n;
+        size_t n_empty = 0, n_full = 0;
+        struct rlimit rl;
+        int64_t fill_start, fill_wall;
+        char line[16];
+        int r;
+
+        /* One fd per namespace held. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return -errno;
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t) total + 64) {
+                fprintf(stderr, "Holding %u namespaces needs %u fds, the hard limit is %ju\n", total, total + 64,
+                        (uintmax_t) rl.rlim_max);
+                return -EMFILE;
+        }
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return -errno;
+
+        empty = calloc(samples_n, sizeof(int64_t));
+        full = calloc(samples_n, sizeof(int64_t));
+        list = calloc(5, sizeof(int64_t));
+        objects = calloc(5, sizeof(int64_t));
+        fds = calloc(total, sizeof(int));
+        if (!empty || !full || !list || !objects || !fds)
+                return -ENOMEM;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        /* Latency with (almost) nothing live, then fill up to `live`. */
+        r = allocate_held(bus, samples_n, fds, &n_fds, empty, &n_empty);
+        if (r < 0)
+                return r;
+        fill_start = now_nsec();
+        r = allocate_held(bus, live - samples_n, fds, &n_fds, NULL, NULL);
+        if (r < 0)
+                return r;
+        fill_wall = now_nsec() - fill_start;
+
+        printf("{\"mode\":\"scale-holding\",\"live\":%u}\n", n_fds);
+        (void) fflush(stdout);
+        if (!fgets(line, sizeof(line), stdin))
+                return -EPIPE;
+
+        r = allocate_held(bus, samples_n, fds, &n_fds, full, &n_full);
+        if (r < 0)
+                return r;
+        r = time_listing(bus, NSRES_MANAGER, "ListUserNamespaces", 5, list);
+        if (r >= 0)
+                r = time_listing(bus, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", 5, objects);
+        if (r < 0)
+                return r;
+
+        printf("{\"mode\":\"scale\",\"calls\":%u,\"errors\":0,\"live\":%u,\"fill_per_sec\":%.1f,", total, n_fds,
+               (double) (live - samples_n) / ((double) fill_wall / 1e9));
+        printf("\"empty\":{");
+        print_stats_fields(empty, n_empty);
+        printf("},\"full\":{");
+        print_stats_fields(full, n_full);
+        printf("},\"list\":{");
+        print_stats_fields(list, 5);
+        printf("},\"managed_objects\":{");
+        print_stats_fields(objects, 5);
+        printf("}}\n");
+
+        /* Every namespace goes at once when we exit. */
+        for (unsigned i = 0; i < n_fds; i++)
+                safe_close(fds[i]);
+        return 0;
+}
+
 /* ---- command line ------------------------------------------------------- */
 
 static void help(void) {
@@ -923,7 +1056,11 @@ static void help(void) {
                "  cgroup N PATH         N times AddControlGroupToUserNamespace with CREATE_CHILD in\n"
                "                        the cgroup PATH (one you own), each on a fresh namespace\n"
                "  network N             N times AddNetworkToUserNamespace, each into a fresh network\n"
-               "                        namespace of a fresh user namespace\n\n"
+               "                        namespace of a fresh user namespace\n"
+               "  scale N S             S timed calls with nothing live, fill up to N live namespaces\n"
+               "                        (held), print a \"holding\" line, wait for a line on stdin,\n"
+               "                        S timed calls with N live, time ListUserNamespaces and\n"
+               "                        GetManagedObjects\n\n"
                "     --prefix=P         Namespace names are P0, P1, ... (default '%s')\n"
                "     --samples          Include every sample (sorted, ms) in the output\n\n"
                "One JSON object goes to stdout; the bus is DBUS_SYSTEM_BUS_ADDRESS or the system bus.\n",
@@ -1007,6 +1144,11 @@ int main(int argc, char *argv[]) {
                 r = run_cgroup(n, argv[optind + 2]);
         else if (strcmp(mode, "network") == 0 && argc == optind + 2)
                 r = run_network(n);
+        else if (strcmp(mode, "scale") == 0 && argc == optind + 3) {
+                if (parse_unsigned(argv[optind + 2], 1, n, &c) < 0)
+                        return EXIT_FAILURE;
+                r = run_scale(n, c);
+        }
         else if (strcmp(mode, "newuidmap") == 0 && argc == optind + 4) {
                 if (parse_unsigned(argv[optind + 2], 1, UINT_MAX - 1, &uid) < 0 ||
                     parse_unsigned(argv[optind + 3], 1, UINT_MAX - 1, &gid) < 0)

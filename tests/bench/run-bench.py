@@ -244,10 +244,10 @@ def unmount(where):
         subprocess.run(['umount', '--lazy', str(where)], check=False)
 
 
-def mount_state_tmpfs(vdir, stack):
+def mount_state_tmpfs(vdir, stack, size='64m'):
     '''The registry lives on tmpfs in production (/run/nsresd); a disk
     filesystem would add its own cost to every call.'''
-    mount_private('tmpfs', vdir / 'run', 'mode=0755,size=64m', stack)
+    mount_private('tmpfs', vdir / 'run', f'mode=0755,size={size}', stack)
     return vdir / 'run' / 'state'
 
 
