@@ -34,7 +34,8 @@ static int inspect_userns(Manager *m, int fd, UsernsInfo *ret, sd_bus_error *err
         r = userns_inspect(fd, m->own_userns_id, ret);
         if (r == -EMEDIUMTYPE)
                 return sd_bus_error_set(error, ERROR_PREFIX "NotAUserNamespace",
-                                        "The file descriptor is not a user namespace (pass an fd of /proc/PID/ns/user)");
+                                        "The file descriptor is not a user namespace (pass an fd of /proc/PID/ns/user, "
+                                        "opened for reading, not with O_PATH)");
         if (r == -ECHILD)
                 return sd_bus_error_set(error, ERROR_PREFIX "BadNesting",
                                         "The user namespace is not a direct child of the service's own user namespace");
@@ -290,7 +291,7 @@ static int method_add_network(sd_bus_message *message, void *userdata, sd_bus_er
         if (r == -EMEDIUMTYPE)
                 return sd_bus_error_set(error, ERROR_PREFIX "NotANetworkNamespace",
                                         "The file descriptor is not a network namespace (pass an fd of "
-                                        "/proc/PID/ns/net)");
+                                        "/proc/PID/ns/net, opened for reading, not with O_PATH)");
         if (r == -EXDEV)
                 owner_id = 0;
         else if (r < 0)
@@ -330,6 +331,18 @@ static int method_add_tap(sd_bus_message *message, void *userdata, sd_bus_error 
         if (r < 0)
                 return r;
         return request_start_add_netif(m, message, ns, -EBADF, NULL, error);
+}
+
+/* The kernel's type names are short printable ASCII. Anything else the
+ * caller sent (kilobytes, control characters, bytes that a cut would leave
+ * invalid UTF-8, which sd-bus refuses to send) is described, not quoted. */
+static bool bpf_name_is_quotable(const char *name) {
+        size_t n = 0;
+
+        for (const char *p = name; *p; p++)
+                if (++n > 64 || (unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+                        return false;
+        return true;
 }
 
 /* Reads one "as" of DelegateBpf. */
@@ -390,12 +403,16 @@ static int method_delegate_bpf(sd_bus_message *message, void *userdata, sd_bus_e
         }
 
         r = bpf_delegation_from_names(names, &d, &bad_kind, &bad_name);
-        if (r == -EINVAL)
+        if (r == -EINVAL) {
+                bool quote = bpf_name_is_quotable(bad_name);
+
                 r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                      "Unknown %s name '%s': use the kernel's names without prefix, in lower "
+                                      "Unknown %s name %s%s%s: use the kernel's names without prefix, in lower "
                                       "case (as in 'map_create', 'array', 'socket_filter', "
                                       "'cgroup_inet_ingress'), or 'any'", bpf_delegate_kind_to_string(bad_kind),
-                                      bad_name);
+                                      quote ? "'" : "", quote ? bad_name : "(too long, or not printable ASCII)",
+                                      quote ? "'" : "");
+        }
         else if (r < 0)
                 r = sd_bus_error_setf(error, ERROR_PREFIX "BpfDelegationFailed",
                                       "The kernel's BPF type information (/sys/kernel/btf/vmlinux) is not "

@@ -29,16 +29,33 @@ int userns_get_id(int fd, uint64_t *ret) {
         return 0;
 }
 
-int netns_get_owner_id(int fd, uint64_t *ret_owner_id) {
-        _cleanup_close_ int owner = -EBADF;
+/* fstatfs first: nsfs ioctl numbers mean something else to other files (a
+ * tty, a socket), so never ioctl an fd we have not typed. An O_PATH fd of an
+ * nsfs file is typed as nsfs too, but no ioctl works on it: it names a
+ * namespace without being a handle of it. */
+static int fd_check_nsfs(int fd) {
         struct statfs sfs;
-        int type;
+        int flags;
 
-        /* Typed before any ioctl, as in userns_inspect(). */
         if (fstatfs(fd, &sfs) < 0)
                 return -errno;
         if ((unsigned long) sfs.f_type != NSFS_MAGIC)
                 return -EMEDIUMTYPE;
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0)
+                return -errno;
+        if (flags & O_PATH)
+                return -EMEDIUMTYPE;
+        return 0;
+}
+
+int netns_get_owner_id(int fd, uint64_t *ret_owner_id) {
+        _cleanup_close_ int owner = -EBADF;
+        int type, r;
+
+        r = fd_check_nsfs(fd);
+        if (r < 0)
+                return r;
         type = ioctl(fd, NS_GET_NSTYPE);
         if (type < 0)
                 return -errno;
@@ -52,18 +69,16 @@ int netns_get_owner_id(int fd, uint64_t *ret_owner_id) {
 }
 
 int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret) {
-        struct statfs sfs;
         struct stat st;
         UsernsInfo info = {};
-        uid_t owner;
+        /* Set although the ioctl writes it: NS_GET_OWNER_UID does not encode
+         * its argument, so valgrind cannot know the kernel filled it in. */
+        uid_t owner = (uid_t) -1;
         int type, r;
 
-        /* fstatfs first: nsfs ioctl numbers mean something else to other
-         * files (a tty, a socket), so never ioctl an fd we have not typed. */
-        if (fstatfs(fd, &sfs) < 0)
-                return -errno;
-        if ((unsigned long) sfs.f_type != NSFS_MAGIC)
-                return -EMEDIUMTYPE;
+        r = fd_check_nsfs(fd);
+        if (r < 0)
+                return r;
 
         type = ioctl(fd, NS_GET_NSTYPE);
         if (type < 0)
