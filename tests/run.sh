@@ -17,6 +17,7 @@ packages=(
         dbus-daemon dbus-bin systemd binutils polkitd util-linux coreutils
         gettext scdoc libxml2-utils strace man-db iproute2 bubblewrap
         qemu-system-x86 busybox-static e2fsprogs kmod
+        libclang-rt-14-dev
 )
 
 missing=()
@@ -45,8 +46,69 @@ if [ -n "${CI:-}" ] && grep -q '"result": "SKIP"' build/meson-logs/testlog.json;
         exit 1
 fi
 
+# Every parser under libFuzzer, 20 s each (tests/fuzz/README.md): a crash
+# fails the run.
+tests/fuzz/run.sh 20
+
+# The same tests in a second build with AddressSanitizer, LeakSanitizer and
+# UBSan: any finding ends the program that made it (a daemon that does not
+# exit 0 on SIGTERM fails its test), and every report lands in a directory
+# the integration tests check after each test (NSRESD_SANITIZER_LOGS).
+results=$(mktemp -d /tmp/nsresd-results-XXXXXX)
+trap 'rm -rf "$results"' EXIT
+mkdir -m 1777 "$results/sanitizer"
+export NSRESD_SANITIZER_LOGS="$results/sanitizer"
+sanitized_env=(
+        ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:log_path=$NSRESD_SANITIZER_LOGS/asan"
+        UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$NSRESD_SANITIZER_LOGS/ubsan"
+)
+if [ -f build-sanitize/meson-private/coredata.dat ]; then
+        meson setup --reconfigure build-sanitize
+else
+        meson setup build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
+fi
+ninja -C build-sanitize
+env "${sanitized_env[@]}" meson test -C build-sanitize --print-errorlogs
+if [ -n "${CI:-}" ] && grep -q '"result": "SKIP"' build-sanitize/meson-logs/testlog.json; then
+        echo "run.sh: unit tests were skipped in CI (ASan+UBSan build):" >&2
+        grep '"result": "SKIP"' build-sanitize/meson-logs/testlog.json >&2
+        exit 1
+fi
+
 # The distribution's python: pytest, dbus and dbusmock are its packages.
 # tests/vm boots Debian's stock kernel in qemu to check the BPF LSM
-# restriction, which this host's kernel refuses to load.
-export NSRESD_BUILD_DIR="$PWD/build"
-exec /usr/bin/python3 -m pytest -v -p no:cacheprovider tests/integration tests/vm
+# restriction, which this host's kernel refuses to load; its guest program
+# is static, which the sanitizers cannot be, so it runs with the plain build
+# only. test_install's program is compiled without the sanitizers against
+# the installed library, and cannot load a sanitized one.
+sanitized_status=0
+env "${sanitized_env[@]}" NSRESD_BUILD_DIR="$PWD/build-sanitize" \
+        /usr/bin/python3 -m pytest -v -p no:cacheprovider --junitxml="$results/sanitized.xml" tests/integration \
+        --deselect tests/integration/test_install.py::test_a_program_builds_with_the_installed_libnsres \
+        || sanitized_status=$?
+
+plain_status=0
+NSRESD_SANITIZER_LOGS= NSRESD_BUILD_DIR="$PWD/build" \
+        /usr/bin/python3 -m pytest -v -p no:cacheprovider --junitxml="$results/plain.xml" tests/integration tests/vm \
+        || plain_status=$?
+
+# One line for both runs, last: either run failing fails the command.
+/usr/bin/python3 - "$results/sanitized.xml" "$results/plain.xml" <<'PYTHON'
+import sys
+import xml.etree.ElementTree as ET
+
+runs = []
+for label, path in zip(('ASan+UBSan build', 'plain build'), sys.argv[1:]):
+    try:
+        suite = ET.parse(path).getroot()
+        suite = suite if suite.tag == 'testsuite' else suite.find('testsuite')
+        tests, skipped = int(suite.get('tests')), int(suite.get('skipped'))
+        failed = int(suite.get('failures')) + int(suite.get('errors'))
+    except (OSError, ET.ParseError, AttributeError, TypeError):
+        tests, skipped, failed = 0, 0, 1
+    runs.append((label, tests - skipped - failed, failed, skipped))
+total = [sum(r[i] for r in runs) for i in (1, 2, 3)]
+detail = '; '.join(f'{label}: {p} passed, {f} failed, {s} skipped' for label, p, f, s in runs)
+print(f'===== {total[0]} passed, {total[1]} failed, {total[2]} skipped ({detail}) =====')
+PYTHON
+[ "$sanitized_status" -eq 0 ] && [ "$plain_status" -eq 0 ]

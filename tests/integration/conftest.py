@@ -19,6 +19,24 @@ import harness as h
 # Tests that were skipped, in any phase.
 _skipped = []
 
+# Where the sanitized programs of an ASan+UBSan build write their reports
+# (log_path in ASAN_OPTIONS and UBSAN_OPTIONS, set by tests/run.sh), and the
+# reports already charged to a test.
+_sanitizer_logs = os.environ.get('NSRESD_SANITIZER_LOGS')
+_sanitizer_reports_seen = set()
+
+
+def _new_sanitizer_reports():
+    if not _sanitizer_logs:
+        return []
+    new = sorted(set(os.listdir(_sanitizer_logs)) - _sanitizer_reports_seen)
+    _sanitizer_reports_seen.update(new)
+    reports = []
+    for name in new:
+        with open(os.path.join(_sanitizer_logs, name), errors='replace') as f:
+            reports.append(f'{name}:\n{f.read()[-20000:]}')
+    return reports
+
 
 def pytest_report_header(config):
     return ('nsresd under test runs with Restriction=permissive unless a test sets it: this '
@@ -50,6 +68,18 @@ def environment():
 
 def _attach_log(request, path):
     request.node.__dict__.setdefault('nsresd_logs', []).append(path)
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    """A report of ASan, LeakSanitizer or UBSan from any program during the
+    test (the daemon at exit included: this is torn down after it) fails it,
+    whatever that program's exit status did to the test."""
+    _new_sanitizer_reports()
+    yield
+    reports = _new_sanitizer_reports()
+    if reports:
+        pytest.fail('sanitizer reports:\n' + '\n'.join(reports), pytrace=False)
 
 
 @pytest.fixture
@@ -167,9 +197,16 @@ def pytest_sessionfinish(session, exitstatus):
     # In CI a skipped test is a test that did not run: fail the run.
     if os.environ.get('CI') and _skipped and session.exitstatus == 0:
         session.exitstatus = 1
+    # Reports written outside any test (by the session's fixtures, or after
+    # the last test ended).
+    session.config.nsresd_late_reports = _new_sanitizer_reports()
+    if session.config.nsresd_late_reports:
+        session.exitstatus = 1
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for report in getattr(config, 'nsresd_late_reports', []):
+        terminalreporter.write_line(f'sanitizer report outside any test: {report}', red=True)
     if os.environ.get('CI') and _skipped:
         terminalreporter.write_line(f'CI is set: {len(_skipped)} skipped test(s) '
                                     f'count as failures: {", ".join(_skipped)}', red=True)

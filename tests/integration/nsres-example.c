@@ -122,6 +122,7 @@ int main(int argc, char *argv[]) {
         r = nsres_userns_create(req.network ? NSRES_CREATE_NETNS : 0, &userns_fd, &netns_fd);
         if (r < 0) {
                 fprintf(stderr, "nsres-example: Failed to create a user namespace: %s\n", strerror(-r));
+                nsres_client_free(client);
                 return EXIT_FAILURE;
         }
 
@@ -130,10 +131,13 @@ int main(int argc, char *argv[]) {
                 /* The service's message is for the user; the type is for us. */
                 fprintf(stderr, "nsres-example: %s (%s)\n", nsres_client_error_message(client),
                         nsres_client_error_name(client));
-                return nsres_client_error(client) == NSRES_ERROR_NAME_EXISTS ? EXIT_NAME_TAKEN : EXIT_FAILURE;
+                status = nsres_client_error(client) == NSRES_ERROR_NAME_EXISTS ? EXIT_NAME_TAKEN : EXIT_FAILURE;
+                nsres_client_free(client);
+                return status;
         }
         if (r < 0) {
                 fprintf(stderr, "nsres-example: Failed to set up the namespace: %s\n", strerror(-r));
+                nsres_client_free(client);
                 return EXIT_FAILURE;
         }
 
@@ -151,6 +155,8 @@ int main(int argc, char *argv[]) {
         pid = fork();
         if (pid < 0) {
                 fprintf(stderr, "nsres-example: Failed to fork: %m\n");
+                nsres_result_done(&res);
+                nsres_client_free(client);
                 return EXIT_FAILURE;
         }
         if (pid == 0)
