@@ -11,6 +11,7 @@ describe behaviour.
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import pickle
 import pwd
@@ -99,6 +100,16 @@ def safe_file_name(label):
 
 def build_dir():
     return Path(os.environ.get('NSRESD_BUILD_DIR') or REPO_ROOT / 'build').resolve()
+
+
+def build_options():
+    """The meson options the build directory was configured with."""
+    path = build_dir() / 'meson-info' / 'intro-buildoptions.json'
+    return {o['name']: o['value'] for o in json.loads(path.read_text())}
+
+
+def sanitized_build():
+    return build_options().get('b_sanitize', 'none') != 'none'
 
 
 def daemon_binary():

@@ -5,7 +5,6 @@ actions and translations, D-Bus files that match the running daemon, a
 configuration the daemon starts with, and man pages that render."""
 
 import configparser
-import json
 import os
 import re
 import shutil
@@ -41,9 +40,7 @@ MAN_PAGES = (('nsresd', '8'), ('nsresd.conf', '5'), ('nsresctl', '1'),
              ('org.freedesktop.NamespaceResource1', '5'), ('nsres', '3'))
 
 
-def build_options():
-    path = h.build_dir() / 'meson-info' / 'intro-buildoptions.json'
-    return {o['name']: o['value'] for o in json.loads(path.read_text())}
+build_options = h.build_options
 
 
 class Layout:
