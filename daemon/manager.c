@@ -181,18 +181,19 @@ int namespace_add_mount(Manager *m, Namespace *ns, uint64_t mnt_id, bool unique,
 
 int namespace_add_bpf(Manager *m, Namespace *ns, const BpfDelegation *d) {
         char *names[_BPF_DELEGATE_KIND_MAX] = {};
-        NsEntry before = ns->e;
+        uint64_t masks[NS_BPF_MASKS];
         int r;
 
         if (ns->e.n_bpf >= NS_BPF_MAX)
                 return -E2BIG;
+        memcpy(masks, ns->e.bpf_masks, sizeof(masks));
         ns->e.n_bpf++;
         for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
                 ns->e.bpf_masks[k] |= d->mask[k];
         r = registry_save(m->registry, &ns->e);
         if (r < 0) {
-                ns->e.n_bpf = before.n_bpf;
-                memcpy(ns->e.bpf_masks, before.bpf_masks, sizeof(ns->e.bpf_masks));
+                ns->e.n_bpf--;
+                memcpy(ns->e.bpf_masks, masks, sizeof(masks));
                 return r;
         }
 
@@ -204,7 +205,7 @@ int namespace_add_bpf(Manager *m, Namespace *ns, const BpfDelegation *d) {
                             names[2] ?: "?", names[3] ?: "?");
         for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
                 free(names[k]);
-        if (m->bus && before.n_bpf == 0)
+        if (m->bus && ns->e.n_bpf == 1)
                 (void) sd_bus_emit_properties_changed(m->bus, ns->path, USERNS_IFACE, "BpfDelegated", NULL);
         return 0;
 }
