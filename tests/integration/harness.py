@@ -1327,3 +1327,21 @@ class Cgroups:
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+
+
+def read_line(process, timeout=5.0):
+    """One line of a background process' stdout, or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    fd = process.stdout.fileno()
+    line = b''
+    while not line.endswith(b'\n'):
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0, left))
+        if not ready:
+            raise AssertionError(f'no complete line within {timeout} s (got {line!r})')
+        byte = os.read(fd, 1)
+        if not byte:
+            raise AssertionError(f'the process closed its output (got {line!r}); '
+                                 f'stderr: {process.stderr.read().decode(errors="replace")}')
+        line += byte
+    return line.decode()

@@ -4,7 +4,6 @@ who alone could map one UID, gets a sandbox with 64K of them."""
 
 import os
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -102,22 +101,6 @@ def spawn_nsresctl(environment, cli):
             stream.close()
 
 
-def read_line(process, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    fd = process.stdout.fileno()
-    line = b''
-    while not line.endswith(b'\n'):
-        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
-        if not ready:
-            raise AssertionError(f'no complete line within {timeout} s (got {line!r})')
-        byte = os.read(fd, 1)
-        if not byte:
-            raise AssertionError(f'nsresctl closed its output (got {line!r}); '
-                                 f'stderr: {process.stderr.read().decode(errors="replace")}')
-        line += byte
-    return line.decode()
-
-
 def processes_left():
     """pid -> (state, command) of the processes this module started as the
     caller (nsresctl, bwrap, the sandbox: they inherit MARK), and of zombies
@@ -161,9 +144,9 @@ def test_bwrap_maps_a_full_range_and_the_caller(daemon, root, spawn_nsresctl):
     p = spawn_nsresctl('--verbose', *bwrap('sh', '-c', 'cat /proc/self/uid_map; echo; cat /proc/self/gid_map; '
                                            'echo; read wait || true'))
     uid_lines, gid_lines = [], []
-    while (line := read_line(p)).strip():
+    while (line := h.read_line(p, timeout=10)).strip():
         uid_lines.append(line)
-    while (line := read_line(p)).strip():
+    while (line := h.read_line(p, timeout=10)).strip():
         gid_lines.append(line)
     [entry] = root.list()
     caller = h.passwd(NOBODY)
@@ -285,7 +268,7 @@ def test_bwrap_keeps_the_fds_it_passes(daemon, nsresctl):
 def test_bwrap_relays_sigterm_and_leaves_nothing(daemon, root, signals, spawn_nsresctl):
     # Without a PID namespace the sandbox's PIDs are ours.
     p = spawn_nsresctl(*bwrap('sh', '-c', 'echo $$; exec sleep 60'))
-    sandbox = int(read_line(p))
+    sandbox = int(h.read_line(p, timeout=10))
     [entry] = root.list()
     p.send_signal(signal.SIGTERM)
     assert p.wait(10) == 128 + signal.SIGTERM

@@ -3,7 +3,6 @@
 output the way a person or a script would."""
 
 import json
-import os
 import select
 import shutil
 import signal
@@ -63,24 +62,6 @@ def spawn_nsresctl(environment, cli):
             stream.close()
 
 
-def read_line(process, timeout=5.0):
-    """One line of a background process' stdout, or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    fd = process.stdout.fileno()
-    line = b''
-    while not line.endswith(b'\n'):
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(0, left))
-        if not ready:
-            raise AssertionError(f'no complete line from nsresctl within {timeout} s (got {line!r})')
-        byte = os.read(fd, 1)
-        if not byte:
-            raise AssertionError(f'nsresctl closed its output (got {line!r}); '
-                                 f'stderr: {process.stderr.read().decode(errors="replace")}')
-        line += byte
-    return line.decode()
-
-
 def allocated(userns, name):
     ns = userns(NOBODY)
     return ns, h.as_user(NOBODY, lambda c: c.allocate(name, ns))
@@ -96,7 +77,7 @@ def test_run_is_root_inside(daemon, nsresctl):
 def test_run_shows_the_allocated_range(daemon, root, spawn_nsresctl):
     p = spawn_nsresctl('run', '--name', 'cli', '--', 'sh', '-c',
                        'cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; read wait || true')
-    uid_map, gid_map, setgroups = (read_line(p) for _ in range(3))
+    uid_map, gid_map, setgroups = (h.read_line(p) for _ in range(3))
     [entry] = root.list()
     assert entry.name == '65534-cli'
     assert h.parse_map(uid_map) == [(0, entry.uid_start, BLOCK)]
@@ -245,7 +226,7 @@ def test_watch_prints_new_and_removed(daemon, userns, root, spawn_nsresctl):
         h.as_user(NOBODY, lambda c: c.allocate(name, probe))
         probe.release()
         try:
-            read_line(watch, timeout=0.5)
+            h.read_line(watch, timeout=0.5)
             break
         except AssertionError:
             assert time.monotonic() < deadline, 'nsresctl watch printed nothing for 10 s'
@@ -253,13 +234,13 @@ def test_watch_prints_new_and_removed(daemon, userns, root, spawn_nsresctl):
         time.sleep(0.02)
     time.sleep(0.3)
     while select.select([watch.stdout], [], [], 0)[0]:
-        read_line(watch)
+        h.read_line(watch)
 
     ns, a = allocated(userns, 'watched')
-    line = read_line(watch)
+    line = h.read_line(watch)
     assert 'new' in line.lower() and '65534-watched' in line and a.path in line, line
     ns.release()
-    line = read_line(watch, timeout=2)
+    line = h.read_line(watch, timeout=2)
     assert 'removed' in line.lower() and '65534-watched' in line and a.path in line, line
 
     watch.send_signal(signal.SIGTERM)
@@ -275,7 +256,7 @@ def test_watch_json(daemon, userns, spawn_nsresctl):
         namespaces.append(ns)
         h.as_user(NOBODY, lambda c: c.allocate(f'json{len(namespaces)}', ns))
         try:
-            event = json.loads(read_line(watch, timeout=0.5))
+            event = json.loads(h.read_line(watch, timeout=0.5))
             break
         except AssertionError:
             assert time.monotonic() < deadline, 'nsresctl watch --json printed nothing for 10 s'
