@@ -46,11 +46,17 @@ def allocate(bus, name, userns_fd):
     fds = Gio.UnixFDList.new()
     # The 'h' argument is an index into the fd list sent with the message.
     index = fds.append(userns_fd)
-    reply, _ = bus.call_with_unix_fd_list_sync(
-        BUS_NAME, MANAGER_PATH, MANAGER_IFACE, 'AllocateUserRange',
-        GLib.Variant('(suuht)', (name, SIZE, 0, index, 0)), GLib.VariantType('(osuu)'),
-        # An administrator may have made polkit ask for a password.
-        Gio.DBusCallFlags.ALLOW_INTERACTIVE_AUTHORIZATION, -1, fds, None)
+    try:
+        reply, _ = bus.call_with_unix_fd_list_sync(
+            BUS_NAME, MANAGER_PATH, MANAGER_IFACE, 'AllocateUserRange',
+            GLib.Variant('(suuht)', (name, SIZE, 0, index, 0)), GLib.VariantType('(osuu)'),
+            # An administrator may have made polkit ask for a password.
+            Gio.DBusCallFlags.ALLOW_INTERACTIVE_AUTHORIZATION, -1, fds, None)
+    finally:
+        # The list holds a copy of the fd, which holds the namespace as
+        # much as ours does: close it now, not whenever the list is freed.
+        for fd in fds.steal_fds():
+            os.close(fd)
     return reply.unpack()
 
 

@@ -42,10 +42,16 @@ def connect():
 def allocate(bus, name, fd, size=BLOCK, target=0, flags=0):
     fds = Gio.UnixFDList.new()
     index = fds.append(fd)
-    reply, _ = bus.call_with_unix_fd_list_sync(
-        h.BUS_NAME, h.MANAGER_PATH, h.MANAGER_IFACE, 'AllocateUserRange',
-        GLib.Variant('(suuht)', (name, size, target, index, flags)), GLib.VariantType('(osuu)'),
-        Gio.DBusCallFlags.NONE, CALL_TIMEOUT_MS, fds, None)
+    try:
+        reply, _ = bus.call_with_unix_fd_list_sync(
+            h.BUS_NAME, h.MANAGER_PATH, h.MANAGER_IFACE, 'AllocateUserRange',
+            GLib.Variant('(suuht)', (name, size, target, index, flags)), GLib.VariantType('(osuu)'),
+            Gio.DBusCallFlags.NONE, CALL_TIMEOUT_MS, fds, None)
+    finally:
+        # The list's copy of the fd holds the namespace too: the tests end
+        # namespaces by closing fds, so close it now, not when it is freed.
+        for copy in fds.steal_fds():
+            os.close(copy)
     return h.Allocation(*reply.unpack())
 
 
