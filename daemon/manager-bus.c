@@ -557,92 +557,169 @@ static int property_get_counts(sd_bus *bus, const char *path, const char *interf
         return sd_bus_message_append(reply, "u", (uint32_t) hashmap_size(m->by_id));
 }
 
-static int property_get_ns_name(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Namespace *ns = userdata;
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
-        return sd_bus_message_append(reply, "s", ns->e.name);
+/* ---- per-namespace properties ------------------------------------------- */
+
+static int append_ns_name(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 's', ns->e.name);
 }
 
-static int property_get_ns_kind(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Namespace *ns = userdata;
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
-        return sd_bus_message_append(reply, "s", ns_kind_to_string(ns->e.kind));
+static int append_ns_owner(sd_bus_message *reply, const Namespace *ns) {
+        uint32_t owner = ns->e.owner;
+
+        return sd_bus_message_append_basic(reply, 'u', &owner);
 }
 
-static int property_get_ns_uid(sd_bus *bus, const char *path, const char *interface, const char *property,
-                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Namespace *ns = userdata;
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
-        return sd_bus_message_append(reply, "u", (uint32_t) ns->e.owner);
+static int append_ns_id(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 't', &ns->e.id);
 }
 
-static int property_get_ns_netifs(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Namespace *ns = userdata;
+static int append_ns_inode(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 't', &ns->e.inode);
+}
+
+static int append_ns_uid_start(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 'u', &ns->e.uid_start);
+}
+
+static int append_ns_gid_start(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 'u', &ns->e.gid_start);
+}
+
+static int append_ns_size(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 'u', &ns->e.size);
+}
+
+static int append_ns_target(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 'u', &ns->e.target);
+}
+
+static int append_ns_kind(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 's', ns_kind_to_string(ns->e.kind));
+}
+
+static int append_ns_created(sd_bus_message *reply, const Namespace *ns) {
+        return sd_bus_message_append_basic(reply, 't', &ns->e.created_usec);
+}
+
+static int append_ns_cgroups(sd_bus_message *reply, const Namespace *ns) {
         int r;
-
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
-
-        r = sd_bus_message_open_container(reply, 'a', "s");
-        if (r < 0)
-                return r;
-        for (unsigned i = 0; i < ns->e.n_netifs; i++) {
-                r = sd_bus_message_append(reply, "s", ns->e.netifs[i].host);
-                if (r < 0)
-                        return r;
-        }
-        return sd_bus_message_close_container(reply);
-}
-
-static int property_get_ns_cgroups(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Namespace *ns = userdata;
-        int r;
-
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
 
         r = sd_bus_message_open_container(reply, 'a', "s");
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < ns->e.n_cgroups; i++) {
-                r = sd_bus_message_append(reply, "s", ns->e.cgroups[i].path);
+                r = sd_bus_message_append_basic(reply, 's', ns->e.cgroups[i].path);
                 if (r < 0)
                         return r;
         }
         return sd_bus_message_close_container(reply);
 }
 
-static int property_get_ns_mounts(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        Namespace *ns = userdata;
+static int append_ns_netifs(sd_bus_message *reply, const Namespace *ns) {
         int r;
 
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < ns->e.n_netifs; i++) {
+                r = sd_bus_message_append_basic(reply, 's', ns->e.netifs[i].host);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int append_ns_mounts(sd_bus_message *reply, const Namespace *ns) {
+        int r;
 
         r = sd_bus_message_open_container(reply, 'a', "t");
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < ns->e.n_mounts; i++) {
-                r = sd_bus_message_append(reply, "t", ns->e.mounts[i]);
+                r = sd_bus_message_append_basic(reply, 't', &ns->e.mounts[i]);
                 if (r < 0)
                         return r;
         }
         for (unsigned i = 0; i < ns->n_held_mounts; i++) {
-                r = sd_bus_message_append(reply, "t", ns->held_mounts[i].id);
+                r = sd_bus_message_append_basic(reply, 't', &ns->held_mounts[i].id);
                 if (r < 0)
                         return r;
         }
         return sd_bus_message_close_container(reply);
 }
 
-static int property_get_bpf_delegated(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        const Namespace *ns = userdata;
+static int append_ns_bpf_delegated(sd_bus_message *reply, const Namespace *ns) {
+        int delegated = ns->e.n_bpf > 0;
 
-        (void) bus; (void) path; (void) interface; (void) property; (void) error;
-        return sd_bus_message_append(reply, "b", ns->e.n_bpf > 0);
+        return sd_bus_message_append_basic(reply, 'b', &delegated);
+}
+
+typedef struct NsProperty {
+        const char *name;
+        const char *signature;
+        int (*append)(sd_bus_message *reply, const Namespace *ns);
+} NsProperty;
+
+/* Get, GetAll, GetManagedObjects and InterfacesAdded all read a namespace
+ * through this table, so they cannot disagree. In the order of
+ * userns_vtable, which manager_bus_register() checks. */
+static const NsProperty ns_properties[] = {
+        { "Name",               "s",  append_ns_name },
+        { "Owner",              "u",  append_ns_owner },
+        { "Id",                 "t",  append_ns_id },
+        { "Inode",              "t",  append_ns_inode },
+        { "UidStart",           "u",  append_ns_uid_start },
+        { "GidStart",           "u",  append_ns_gid_start },
+        { "Size",               "u",  append_ns_size },
+        { "Target",             "u",  append_ns_target },
+        { "Kind",               "s",  append_ns_kind },
+        { "Created",            "t",  append_ns_created },
+        { "ControlGroups",      "as", append_ns_cgroups },
+        { "NetworkInterfaces",  "as", append_ns_netifs },
+        { "Mounts",             "at", append_ns_mounts },
+        { "BpfDelegated",       "b",  append_ns_bpf_delegated },
+};
+
+static int property_get_ns(sd_bus *bus, const char *path, const char *interface, const char *property,
+                           sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus; (void) path; (void) interface; (void) error;
+
+        for (size_t i = 0; i < ELEMENTSOF(ns_properties); i++)
+                if (strcmp(ns_properties[i].name, property) == 0)
+                        return ns_properties[i].append(reply, userdata);
+        return -ENOENT;
+}
+
+/* The a{sv} of every property, as GetAll builds it. */
+static int append_ns_properties(sd_bus_message *reply, const Namespace *ns) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(ns_properties); i++) {
+                const NsProperty *p = &ns_properties[i];
+
+                r = sd_bus_message_open_container(reply, 'e', "sv");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append_basic(reply, 's', p->name);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_open_container(reply, 'v', p->signature);
+                if (r < 0)
+                        return r;
+                r = p->append(reply, ns);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
 }
 
 static const sd_bus_vtable manager_vtable[] = {
@@ -703,20 +780,20 @@ static const sd_bus_vtable manager_vtable[] = {
 
 static const sd_bus_vtable userns_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Name", "s", property_get_ns_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Owner", "u", property_get_ns_uid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Id", "t", NULL, offsetof(Namespace, e.id), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Inode", "t", NULL, offsetof(Namespace, e.inode), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("UidStart", "u", NULL, offsetof(Namespace, e.uid_start), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("GidStart", "u", NULL, offsetof(Namespace, e.gid_start), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Size", "u", NULL, offsetof(Namespace, e.size), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Target", "u", NULL, offsetof(Namespace, e.target), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Kind", "s", property_get_ns_kind, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Created", "t", NULL, offsetof(Namespace, e.created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("ControlGroups", "as", property_get_ns_cgroups, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_ns_netifs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("Mounts", "at", property_get_ns_mounts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("BpfDelegated", "b", property_get_bpf_delegated, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Name", "s", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Owner", "u", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Id", "t", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Inode", "t", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("UidStart", "u", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("GidStart", "u", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Size", "u", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Target", "u", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Kind", "s", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Created", "t", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ControlGroups", "as", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("NetworkInterfaces", "as", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Mounts", "at", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BpfDelegated", "b", property_get_ns, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,
 };
 
@@ -771,10 +848,130 @@ static int userns_enumerate(sd_bus *bus, const char *path, void *userdata, char 
         return 0;
 }
 
+static int append_empty_interface(sd_bus_message *reply, const char *interface) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', interface);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* sd-bus answers GetManagedObjects by collecting every node path in a set,
+ * then resolving each one again through the fallback's find callback and
+ * the vtable's getters: with thousands of namespaces that is far too slow.
+ * This one pass gives the same reply: each namespace (nothing else lives
+ * below the manager's path) with the standard interfaces sd-bus lists for
+ * it and its own. sd-bus does not list the manager object itself. */
+static int append_managed_object(sd_bus_message *reply, const Namespace *ns) {
+        static const char *const standard[] = {
+                "org.freedesktop.DBus.Peer",
+                "org.freedesktop.DBus.Introspectable",
+                "org.freedesktop.DBus.Properties",
+        };
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "oa{sa{sv}}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 'o', ns->path);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sa{sv}}");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(standard); i++) {
+                r = append_empty_interface(reply, standard[i]);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', USERNS_IFACE);
+        if (r < 0)
+                return r;
+        r = append_ns_properties(reply, ns);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* Runs before sd-bus's own handling of MANAGER_PATH; whatever it leaves
+ * (0) sd-bus answers as before, malformed calls of GetManagedObjects too. */
+static int manager_object_filter(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        size_t state = 0;
+        void *v;
+        int r;
+
+        (void) error;
+
+        if (!sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects") ||
+            !sd_bus_message_has_signature(message, ""))
+                return 0;
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{oa{sa{sv}}}");
+        if (r < 0)
+                return r;
+        while (hashmap_iterate(m->by_id, &state, &v)) {
+                r = append_managed_object(reply, v);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_send(NULL, reply, NULL);
+        return r < 0 ? r : 1;
+}
+
+/* The getters are looked up by name in ns_properties, and
+ * GetManagedObjects walks that table: both must list the same properties. */
+static int check_ns_properties(void) {
+        size_t n = 0;
+
+        for (const sd_bus_vtable *v = userns_vtable; v->type != _SD_BUS_VTABLE_END; v++) {
+                if (v->type != _SD_BUS_VTABLE_PROPERTY && v->type != _SD_BUS_VTABLE_WRITABLE_PROPERTY)
+                        continue;
+                if (n >= ELEMENTSOF(ns_properties) ||
+                    strcmp(v->x.property.member, ns_properties[n].name) != 0 ||
+                    strcmp(v->x.property.signature, ns_properties[n].signature) != 0)
+                        return -EINVAL;
+                n++;
+        }
+        return n == ELEMENTSOF(ns_properties) ? 0 : -EINVAL;
+}
+
 int manager_bus_register(Manager *m) {
         int r;
 
+        r = check_ns_properties();
+        if (r < 0)
+                return log_error_errno(r, "The UserNamespace properties and their table differ");
         r = sd_bus_add_object_vtable(m->bus, &m->manager_slot, MANAGER_PATH, MANAGER_IFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_object(m->bus, &m->object_filter_slot, MANAGER_PATH, manager_object_filter, m);
         if (r < 0)
                 return r;
         r = sd_bus_add_fallback_vtable(m->bus, &m->userns_slot, USERNS_PATH_PREFIX, USERNS_IFACE,
@@ -784,5 +981,6 @@ int manager_bus_register(Manager *m) {
         r = sd_bus_add_node_enumerator(m->bus, &m->enumerator_slot, USERNS_PATH_PREFIX, userns_enumerate, m);
         if (r < 0)
                 return r;
+        /* Still needed: it makes the InterfacesAdded and InterfacesRemoved signals. */
         return sd_bus_add_object_manager(m->bus, &m->object_manager_slot, MANAGER_PATH);
 }

@@ -177,7 +177,7 @@ struct Manager {
         sd_event_source *index_timer;
         sd_event_source *cgroup_removal_timer;
         uint64_t claims_refreshed_usec;         /* CLOCK_MONOTONIC */
-        sd_bus_slot *manager_slot, *userns_slot, *enumerator_slot, *object_manager_slot;
+        sd_bus_slot *manager_slot, *userns_slot, *enumerator_slot, *object_manager_slot, *object_filter_slot;
 
         HelperMode helper_mode;
         const char *restriction;        /* what is in effect */

@@ -75,6 +75,25 @@ def fd_count(pid):
     return len(os.listdir(f'/proc/{pid}/fd'))
 
 
+def namespace_count(conn):
+    manager = conn.get_object(rb.NSRES_NAME, rb.NSRES_PATH)
+    return int(manager.Get(rb.NSRES_MANAGER, 'Namespaces', dbus_interface='org.freedesktop.DBus.Properties',
+                           timeout=10))
+
+
+def wait_released(conn, timeout):
+    """(seconds until none is left, how many are left). It polls the
+    Namespaces count: a listing of thousands of namespaces every 20 ms
+    would take the daemon's time from the releases being measured."""
+    start = time.monotonic()
+    while True:
+        left = namespace_count(conn)
+        waited = time.monotonic() - start
+        if left == 0 or waited > timeout:
+            return waited, left
+        time.sleep(0.02)
+
+
 class Daemon:
     """nsresd with its state on a private tmpfs and pins on a private bpffs,
     started again and again on the same state."""
@@ -173,9 +192,10 @@ def run(opts, bench, build_dir, tmp):
         out['managed_objects_ms'] = result['managed_objects']['median_ms']
 
         rb.log('the client exited: waiting for every namespace to be released')
-        waited, left = rb.wait_released(conn, opts.release_timeout)
+        waited, left = wait_released(conn, opts.release_timeout)
         out['release_all_s'] = round(waited, 2)
         out['left_over'] = left
+        out['listed_after_release'] = len(rb.list_namespaces(conn))
         out['fds_after_release'] = fd_count(daemon.proc.pid)
         out['rss_after_release_mib'] = round(rss_mib(daemon.proc.pid), 2)
         daemon.stop()
@@ -192,6 +212,7 @@ def main():
     parser.add_argument('--user', default='nobody')
     parser.add_argument('--release-timeout', type=float, default=300)
     parser.add_argument('--json', type=Path, help='also write the JSON document to this file')
+    parser.add_argument('--keep-temp', action='store_true', help="keep the temporary directory with nsresd's log")
     opts = parser.parse_args()
     if os.geteuid() != 0:
         rb.log('must run as root: it starts nsresd (sudo /usr/bin/python3 tests/bench/scale.py)')
@@ -214,7 +235,10 @@ def main():
         rb.log('interrupted, stopped everything')
         return 1
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if opts.keep_temp:
+            rb.log(f'logs kept in {tmp}')
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     r = doc['result']
     doc['targets'] = {}

@@ -2,6 +2,7 @@
 """What the service shows about itself: Manager properties, the ObjectManager
 view of the per-namespace objects, introspection, and the signals."""
 
+import os
 import subprocess
 
 import pytest
@@ -139,3 +140,111 @@ def test_no_signal_for_a_refused_request(daemon, userns, signals):
     h.as_user(NOBODY, allocate(userns(NOBODY), name='ok'))
     signals.wait_for(lambda e: e[1] == 'UserNamespaceNew', what='UserNamespaceNew')
     assert [e[3][1] for e in signals.of('UserNamespaceNew')] == ['65534-ok']
+
+
+# ---- GetManagedObjects --------------------------------------------------------------
+
+# What sd-bus lists for every object besides its own interfaces, always empty.
+STANDARD_INTERFACES = ['org.freedesktop.DBus.Peer', 'org.freedesktop.DBus.Introspectable',
+                       'org.freedesktop.DBus.Properties']
+
+
+def typed(value):
+    """A reply as nested lists that keep what plain() drops: every D-Bus
+    type, variant level and the order of every dictionary."""
+    level = getattr(value, 'variant_level', 0)
+    if isinstance(value, dict):
+        return (type(value).__name__, str(value.signature), level,
+                [(typed(k), typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return (type(value).__name__, str(value.signature), level, [typed(v) for v in value])
+    return (type(value).__name__, level, value)
+
+
+def raw_managed_objects(client):
+    return client.call(h.MANAGER_PATH, h.OBJECT_MANAGER_IFACE, 'GetManagedObjects')
+
+
+def raw_get_all(client, path):
+    return client.call(path, h.PROPERTIES_IFACE, 'GetAll', 's', (h.USERNS_IFACE,))
+
+
+def assert_managed_objects_match_get_all(client):
+    """Every namespace listed exactly as GetAll shows it; returns the paths."""
+    objects = raw_managed_objects(client)
+    assert str(objects.signature) == 'oa{sa{sv}}'
+    assert sorted(objects) == sorted(e.path for e in client.list())
+    for path, interfaces in objects.items():
+        assert list(interfaces) == STANDARD_INTERFACES + [h.USERNS_IFACE], path
+        for name in STANDARD_INTERFACES:
+            assert typed(interfaces[name]) == ('Dictionary', 'sv', 0, []), (path, name)
+        assert typed(interfaces[h.USERNS_IFACE]) == typed(raw_get_all(client, path)), path
+    return sorted(str(p) for p in objects)
+
+
+def test_managed_objects_empty(daemon, root):
+    objects = raw_managed_objects(root)
+    assert objects == {}
+    assert str(objects.signature) == 'oa{sa{sv}}'
+
+
+def test_managed_objects_match_get_all_for_every_kind(daemon, userns, root, tmpfs):
+    transient = userns(NOBODY)
+    delegated = userns()
+    single = userns(NOBODY)
+    self_ns = userns(NOBODY)
+    registered = userns(NOBODY, map_self=True)
+    paths = [h.as_user(NOBODY, allocate(transient, name='t')).path,
+             root.allocate('d', delegated).path,
+             h.as_user(NOBODY, allocate(single, name='one', size=1)).path,
+             h.as_user(NOBODY, allocate(self_ns, name='s', size=1, flags=h.SELF)).path,
+             h.as_user(NOBODY, lambda c: c.register('r', registered)).path]
+    # Delegations fill the list properties of one of them.
+    root.add_mount(delegated, tmpfs().fd)
+    root.add_mount(delegated, tmpfs().fd)
+    host, tap = root.add_tap(delegated)
+    cgroups = h.Cgroups()
+    try:
+        fd = os.open(cgroups.make('c', user=None), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            leaf = root.add_cgroup(delegated, fd, flags=1)
+        finally:
+            os.close(fd)
+        props = root.namespace_properties(paths[1])
+        assert len(props['Mounts']) == 2
+        assert props['NetworkInterfaces'] == [host]
+        assert props['ControlGroups'] == [leaf]
+
+        assert assert_managed_objects_match_get_all(root) == sorted(paths)
+        kinds = {p: root.namespace_properties(p)['Kind'] for p in paths}
+        assert sorted(kinds.values()) == ['registered', 'self', 'transient', 'transient', 'transient']
+        # Anyone may read them, and sees the same.
+        assert h.as_user(NOBODY, lambda c: typed(raw_managed_objects(c))) == typed(raw_managed_objects(root))
+    finally:
+        os.close(tap)
+        delegated.release()
+        cgroups.release()
+
+
+def test_managed_objects_follow_releases(daemon, userns, root):
+    kept, gone = userns(NOBODY), userns(NOBODY)
+    a = h.as_user(NOBODY, allocate(kept, name='kept'))
+    b = h.as_user(NOBODY, allocate(gone, name='gone'))
+    assert assert_managed_objects_match_get_all(root) == sorted([a.path, b.path])
+    gone.release()
+    h.wait_until(lambda: b.path not in raw_managed_objects(root), 5, what='the released namespace to go')
+    assert assert_managed_objects_match_get_all(root) == [a.path]
+
+
+def test_managed_objects_refuses_arguments(daemon, root):
+    with pytest.raises(h.BusError) as e:
+        root.call(h.MANAGER_PATH, h.OBJECT_MANAGER_IFACE, 'GetManagedObjects', 's', ('x',))
+    assert e.value.name == h.DBUS_ERROR + 'InvalidArgs'
+
+
+def test_managed_objects_only_on_the_manager(daemon, userns, root):
+    a = h.as_user(NOBODY, allocate(userns(NOBODY)))
+    for path in (h.USERNS_PATH_PREFIX.rstrip('/'), a.path):
+        with pytest.raises(h.BusError) as e:
+            root.call(path, h.OBJECT_MANAGER_IFACE, 'GetManagedObjects')
+        assert e.value.name == h.DBUS_ERROR + 'UnknownMethod'
