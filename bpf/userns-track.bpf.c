@@ -42,6 +42,9 @@ struct {
         __type(value, __u8);
 } tracked SEC(".maps");
 
+/* About 8000 events of 32 bytes (header included) while nobody reads them,
+ * a daemon restart say. The default only: the loader sizes it from
+ * TeardownRingBufferSize=, so tests can overflow it with a few hundred. */
 struct {
         __uint(type, BPF_MAP_TYPE_RINGBUF);
         __uint(max_entries, 256 * 1024);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "fileio.h"
@@ -24,12 +25,14 @@ typedef enum Section {
         SECTION_ALLOCATOR,
         SECTION_DELEGATION,
         SECTION_SECURITY,
+        SECTION_TRACKING,
 } Section;
 
 typedef enum ValueType {
         VALUE_ID,       /* any uint32 */
         VALUE_COUNT,    /* uint32, at least 1 */
         VALUE_RESTRICTION,
+        VALUE_RING_SIZE, /* bytes: a power of two, at least a page, at most the key's max */
 } ValueType;
 
 typedef struct ConfigKey {
@@ -44,6 +47,7 @@ static const char *const section_names[] = {
         [SECTION_ALLOCATOR] = "Allocator",
         [SECTION_DELEGATION] = "Delegation",
         [SECTION_SECURITY] = "Security",
+        [SECTION_TRACKING] = "Tracking",
 };
 
 static const ConfigKey config_keys[] = {
@@ -68,6 +72,10 @@ static const ConfigKey config_keys[] = {
         { SECTION_DELEGATION, "MaxBpfDelegations", VALUE_COUNT, offsetof(Config, max_bpf_delegations),
           CONFIG_BPF_DELEGATIONS_MAX },
         { SECTION_SECURITY, "Restriction", VALUE_RESTRICTION, offsetof(Config, restriction), 0 },
+        { SECTION_SECURITY, "PolkitTimeoutSec", VALUE_COUNT, offsetof(Config, polkit_timeout_sec),
+          CONFIG_POLKIT_TIMEOUT_MAX },
+        { SECTION_TRACKING, "TeardownRingBufferSize", VALUE_RING_SIZE,
+          offsetof(Config, teardown_ring_buffer_size), CONFIG_RING_BUFFER_MAX },
 };
 
 static const char *const restriction_names[] = {
@@ -97,6 +105,8 @@ void config_defaults(Config *c) {
                 .max_network_interfaces_per_owner = 64,
                 .max_bpf_delegations = 8,
                 .restriction = RESTRICTION_ENFORCE,
+                .polkit_timeout_sec = 25,
+                .teardown_ring_buffer_size = CONFIG_RING_BUFFER_DEFAULT,
         };
 }
 
@@ -132,6 +142,12 @@ static bool span_equals(const char *s, size_t len, const char *word) {
         return strlen(word) == len && memcmp(s, word, len) == 0;
 }
 
+static uint32_t ring_size_min(void) {
+        long page = sysconf(_SC_PAGESIZE);
+
+        return page > 0 && (unsigned long) page <= (unsigned long) CONFIG_RING_BUFFER_MAX ? (uint32_t) page : 4096u;
+}
+
 static int assign(Config *c, const ConfigKey *key, const char *value, size_t len,
                   const char *origin, unsigned line, char **ret_error) {
         uint32_t n, max = key->max;
@@ -165,6 +181,15 @@ static int assign(Config *c, const ConfigKey *key, const char *value, size_t len
                         }
                 return fail(ret_error, "%s:%u: %s= must be enforce, permissive or off, not '%.*s'",
                             origin, line, key->name, (int) len, value);
+
+        case VALUE_RING_SIZE:
+                /* The kernel takes nothing else for a BPF ring buffer. */
+                if (parse_decimal_u32(value, len, &n) < 0 || n < ring_size_min() || n > max || (n & (n - 1)) != 0)
+                        return fail(ret_error, "%s:%u: %s= wants a size in bytes that is a power of two from %u "
+                                    "(the page size) to %u, such as 262144, not '%.*s'",
+                                    origin, line, key->name, ring_size_min(), max, (int) len, value);
+                *(uint32_t *) ((char *) c + key->offset) = n;
+                return 0;
         }
         return -EINVAL;
 }
@@ -484,6 +509,12 @@ int config_verify(const Config *c, char **ret_error) {
                 return fail(ret_error, "MaxNetworkInterfacesPerOwner= must be at least 1");
         if (!restriction_mode_to_string(c->restriction))
                 return fail(ret_error, "Restriction= has an unknown value");
+        if (c->polkit_timeout_sec == 0 || c->polkit_timeout_sec > CONFIG_POLKIT_TIMEOUT_MAX)
+                return fail(ret_error, "PolkitTimeoutSec= must be from 1 to %u", CONFIG_POLKIT_TIMEOUT_MAX);
+        if (c->teardown_ring_buffer_size < ring_size_min() || c->teardown_ring_buffer_size > CONFIG_RING_BUFFER_MAX ||
+            (c->teardown_ring_buffer_size & (c->teardown_ring_buffer_size - 1)) != 0)
+                return fail(ret_error, "TeardownRingBufferSize= must be a power of two from %u to %u",
+                            ring_size_min(), CONFIG_RING_BUFFER_MAX);
 
         return 0;
 }
@@ -504,6 +535,9 @@ static void key_value(const Config *c, const ConfigKey *key, char *buf, size_t s
         case VALUE_RESTRICTION:
                 snprintf(buf, size, "%s",
                          restriction_mode_to_string(*(const RestrictionMode *) ((const char *) c + key->offset)) ?: "?");
+                return;
+        case VALUE_RING_SIZE:
+                snprintf(buf, size, "%u", *(const uint32_t *) ((const char *) c + key->offset));
                 return;
         }
         buf[0] = '\0';

@@ -34,6 +34,12 @@ typedef enum PoolBound {
 #define CONFIG_CGROUP_DEPTH_MAX 64u
 /* What a namespace's registry entry counts (NS_BPF_MAX). */
 #define CONFIG_BPF_DELEGATIONS_MAX 64u
+/* An hour: past that a check is not slow but lost. */
+#define CONFIG_POLKIT_TIMEOUT_MAX 3600u
+/* The teardown ring buffer: 256 KiB hold about 10000 events; 64 MiB is far
+ * more than the pools have namespaces to report. */
+#define CONFIG_RING_BUFFER_DEFAULT (256u * 1024u)
+#define CONFIG_RING_BUFFER_MAX (64u * 1024u * 1024u)
 
 typedef struct Config {
         /* [Allocator] */
@@ -52,6 +58,9 @@ typedef struct Config {
         unsigned max_bpf_delegations;           /* 8, at most CONFIG_BPF_DELEGATIONS_MAX */
         /* [Security] */
         RestrictionMode restriction;            /* enforce */
+        unsigned polkit_timeout_sec;            /* 25: how long a non-interactive check may take */
+        /* [Tracking] */
+        uint32_t teardown_ring_buffer_size;     /* 262144 bytes, a power of two; applies at the next start */
 
         /* "FILE:LINE" that last set each pool bound, empty for the default:
          * the pool is checked as a whole after every file was read, and its

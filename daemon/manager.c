@@ -995,6 +995,17 @@ static void on_teardown_event(uint64_t ns_id, uint64_t inode, void *userdata) {
         recheck_arm(m);
 }
 
+/* Reset before the sweep: a drop counted meanwhile is covered by it. */
+static void manager_check_drops(Manager *m, const char *what) {
+        uint64_t n = tracker_drops(m->tracker);
+
+        if (n == 0)
+                return;
+        log_warning("%s: %" PRIu64 " lost, checking every namespace", what, n);
+        tracker_reset_drops(m->tracker);
+        manager_sweep(m, "namespace destroyed, found by a sweep after lost teardown events");
+}
+
 static int on_teardown_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
         int r;
@@ -1008,7 +1019,12 @@ static int on_teardown_io(sd_event_source *s, int fd, uint32_t revents, void *us
                  * backstop sweep still finds every dead namespace. */
                 log_warning_errno(r, "Failed to read teardown events, relying on the periodic sweep: %m");
                 (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+                return 0;
         }
+        /* Events are dropped only while the ring is full, and a full ring
+         * wakes us: looking here finds every loss at the first read after
+         * it (after SIGSTOP, say), not at the backstop sweep a minute later. */
+        manager_check_drops(m, "Teardown events were lost (ring buffer full)");
         return 0;
 }
 
@@ -1501,6 +1517,12 @@ static void manager_choose_helper_mode(Manager *m) {
         _cleanup_fclose_ FILE *f = NULL;
 
         m->helper_mode = HELPER_FORK;
+        /* Probed once, here, for every later helper and cgroup kill. */
+        if (pidfd_supported())
+                log_debug("Helpers are watched and signalled through pidfds");
+        else
+                log_debug("No pidfds (pidfd_open() fails): helpers are watched and signalled by pid, "
+                          "and control groups are not emptied where cgroup.kill is missing");
         if (env && strcmp(env, "fork") == 0) {
                 log_info("Map helpers are forked (NSRESD_HELPER=fork)");
                 return;
@@ -1653,7 +1675,8 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up timers: %m");
 
-        r = m->fault_no_bpf ? -EOPNOTSUPP : tracker_open(m->bpf_dir, on_teardown_event, m, &m->tracker);
+        r = m->fault_no_bpf ? -EOPNOTSUPP :
+                tracker_open(m->bpf_dir, m->config.teardown_ring_buffer_size, on_teardown_event, m, &m->tracker);
         if (r >= 0) {
                 r = sd_event_add_io(m->event, &m->teardown_source, tracker_fd(m->tracker), EPOLLIN, on_teardown_io, m);
                 if (r >= 0)
@@ -1666,6 +1689,7 @@ int manager_start(Manager *m) {
                 m->tracker = NULL;
         } else {
                 size_t state = 0;
+                uint64_t drops;
                 void *v;
 
                 while (hashmap_iterate(m->by_id, &state, &v)) {
@@ -1678,8 +1702,11 @@ int manager_start(Manager *m) {
                         log_info("Dropped %d stale teardown tracking entries", r);
                 /* Events from while we were down. */
                 (void) tracker_consume(m->tracker);
-                if (tracker_drops(m->tracker) > 0) {
-                        log_warning("Teardown events were lost while the service was down");
+                drops = tracker_drops(m->tracker);
+                if (drops > 0) {
+                        /* The sweep below checks every namespace anyway. */
+                        log_warning("Teardown events were lost while the service was down or stopped (ring "
+                                    "buffer full): %" PRIu64 " lost, checking every namespace", drops);
                         tracker_reset_drops(m->tracker);
                 }
         }
@@ -1769,6 +1796,7 @@ Manager *manager_free(Manager *m) {
         sd_bus_slot_unref(m->userns_slot);
         sd_bus_slot_unref(m->enumerator_slot);
         sd_bus_slot_unref(m->object_manager_slot);
+        sd_bus_slot_unref(m->object_filter_slot);
         sd_bus_flush_close_unref(m->bus);
 
         sd_event_source_disable_unref(m->teardown_source);

@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -91,7 +92,9 @@ static int pinned_link_usable(const char *pin_dir) {
         _cleanup_close_ int link_fd = -1, prog_fd = -1;
         struct bpf_link_info link_info = {};
         struct bpf_prog_info prog_info = {};
-        uint32_t map_ids[16], len;
+        /* Cleared although the kernel fills it: it is written through a
+         * pointer inside prog_info, which valgrind cannot see. */
+        uint32_t map_ids[16] = {}, len;
         int r;
 
         if (asprintf(&link_path, "%s/link", pin_dir) < 0)
@@ -143,6 +146,36 @@ static int pinned_link_usable(const char *pin_dir) {
         return 1;
 }
 
+/* A pinned ring buffer of another size than wanted cannot be reused (libbpf
+ * refuses the pin): unpin it, so a new one is made, and the link feeding it
+ * with it. Events it still held are lost; the caller's start-up sweep finds
+ * those namespaces. Returns 1 if it was replaced. */
+static int replace_resized_ring(const char *pin_dir, uint32_t ring_size) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -1;
+        struct bpf_map_info info = {};
+        uint32_t len = sizeof(info);
+        int r;
+
+        if (asprintf(&path, "%s/events", pin_dir) < 0)
+                return -ENOMEM;
+        fd = bpf_obj_get(path);
+        if (fd < 0)
+                return fd == -ENOENT ? 0 : fd;
+        r = bpf_obj_get_info_by_fd(fd, &info, &len);
+        if (r < 0)
+                return r;
+        if (info.type == BPF_MAP_TYPE_RINGBUF && info.max_entries == ring_size)
+                return 0;
+
+        if (unlink(path) < 0)
+                return -errno;
+        log_notice("Replacing the pinned teardown ring buffer of %" PRIu32 " bytes with one of %" PRIu32
+                   " bytes: events it still held are lost, every namespace is checked instead",
+                   info.max_entries, ring_size);
+        return 1;
+}
+
 static int on_ring_event(void *userdata, void *data, size_t size) {
         Tracker *t = userdata;
         struct userns_track_event e;
@@ -158,7 +191,7 @@ static void tracker_freep(Tracker **t) {
         tracker_free(*t);
 }
 
-int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret) {
+int tracker_open(const char *bpf_dir, uint32_t ring_size, tracker_event_cb cb, void *userdata, Tracker **ret) {
         _cleanup_(tracker_freep) Tracker *t = NULL;
         _cleanup_free_ char *pin_dir = NULL, *link_path = NULL;
         struct bpf_program *prog;
@@ -187,6 +220,12 @@ int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Track
                 return -errno;
         t->skel->rodata->free_user_ns_addr = free_user_ns_addr;
         prog = t->skel->progs.userns_track_free;
+        if (ring_size == 0)
+                ring_size = bpf_map__max_entries(t->skel->maps.events);
+        r = bpf_map__set_max_entries(t->skel->maps.events, ring_size);
+        if (r < 0)
+                return log_full_errno(LOG_DEBUG, r, "Cannot size the teardown ring buffer to %" PRIu32 " bytes: %m",
+                                      ring_size);
 
         r = bpf_pin_dir_prepare(bpf_dir, TRACK_PIN_VERSION, &pin_dir);
         if (r < 0)
@@ -217,6 +256,12 @@ int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Track
 
                 if (asprintf(&link_path, "%s/link", pin_dir) < 0)
                         return -ENOMEM;
+                /* Before looking at the link: it is usable only with the
+                 * ring buffer pinned next to it. */
+                r = replace_resized_ring(pin_dir, ring_size);
+                if (r < 0)
+                        return log_full_errno(LOG_DEBUG, r, "Failed to inspect the ring buffer pinned in '%s': %m",
+                                              pin_dir);
                 r = pinned_link_usable(pin_dir);
                 if (r < 0)
                         return log_full_errno(LOG_DEBUG, r, "Failed to inspect '%s': %m", link_path);

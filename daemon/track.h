@@ -19,9 +19,11 @@ typedef struct Tracker Tracker;
 
 typedef void (*tracker_event_cb)(uint64_t ns_id, uint64_t inode, void *userdata);
 
-/* Load (or reuse pinned) programs and maps. A negative errno when BPF is
- * unavailable: the caller falls back to polling. */
-int tracker_open(const char *bpf_dir, tracker_event_cb cb, void *userdata, Tracker **ret);
+/* Load (or reuse pinned) programs and maps. ring_size: bytes of the event
+ * ring buffer, a power of two of at least a page (0: the built-in 256 KiB);
+ * a pinned one of another size is replaced, losing what it held. A negative
+ * errno when BPF is unavailable: the caller falls back to polling. */
+int tracker_open(const char *bpf_dir, uint32_t ring_size, tracker_event_cb cb, void *userdata, Tracker **ret);
 /* Closes fds; pins stay. */
 Tracker *tracker_free(Tracker *t);
 

@@ -3,6 +3,7 @@
 finds every live namespace with the range it had, releases the ones that died
 meanwhile, and never hands out a range twice."""
 
+import json
 import os
 import signal
 import time
@@ -171,19 +172,72 @@ def test_crash_after_writing_the_maps_namespace_gone_before_restart(daemon, user
     assert h.as_user(NOBODY, allocate(userns(NOBODY), name='next')).uid_start == 524288
 
 
+def _retyped(text):
+    """Valid JSON, every field there, but the range a string."""
+    entry = json.loads(text)
+    entry['uid_start'] = str(entry['uid_start'])
+    return json.dumps(entry)
+
+
+def _moved(text):
+    """Valid JSON naming another range than the file name does."""
+    entry = json.loads(text)
+    entry['uid_start'] += BLOCK
+    entry['gid_start'] += BLOCK
+    return json.dumps(entry)
+
+
+CORRUPTIONS = {
+    'not-json': lambda text: '{"this is": not json',
+    'truncated': lambda text: text[:len(text) // 2],
+    'empty': lambda text: '',
+    'garbage': lambda text: '\x00\x7f\x1b[2J' * 64,
+    'not-an-object': lambda text: '[' + text + ']',
+    'wrong-types': _retyped,
+    'other-range': _moved,
+}
+
+
 @pytest.mark.nsresd_config(allocator=ONE_BLOCK)
-def test_corrupt_registry_file_keeps_its_range(daemon, userns, root):
+@pytest.mark.parametrize('corruption', sorted(CORRUPTIONS))
+def test_corrupt_registry_file_keeps_its_range(daemon, userns, root, corruption):
     ns = userns(NOBODY)
-    h.as_user(NOBODY, allocate(ns, name='corrupt'))
+    a = h.as_user(NOBODY, allocate(ns, name='corrupt'))
     assert daemon.stop() == 0
     [name] = daemon.registry_files()
-    (daemon.state_dir / 'registry' / name).write_text('{"this is": not json')
+    path = daemon.state_dir / 'registry' / name
+    path.write_text(CORRUPTIONS[corruption](path.read_text()))
     daemon.start()
     quarantine = daemon.state_dir / 'registry' / 'quarantine'
-    assert quarantine.is_dir() and os.listdir(quarantine)
-    # Whether the namespace lives cannot be told: its range stays taken.
+    assert os.listdir(quarantine) == [name]
+    assert daemon.registry_files() == []
+    # Reported, with the range that stays taken: whether the namespace lives
+    # cannot be told, so its range is never handed out again this boot.
+    assert f"Registry file '{quarantine / name}' is corrupt; quarantined, range {a.uid_start}+{BLOCK} " \
+        'stays reserved' in daemon.log()
     assert root.manager_property('FreeRanges') == 0
     h.expect_error(h.ERROR + 'NoRangeAvailable', NOBODY, allocate(userns(NOBODY), name='next'))
+
+    # Nor after the next restart: the quarantined file still holds it.
+    daemon.kill()
+    daemon.start()
+    assert daemon.log().count(f"Registry file '{quarantine / name}' is corrupt") == 2
+    assert root.manager_property('FreeRanges') == 0
+    h.expect_error(h.ERROR + 'NoRangeAvailable', NOBODY, allocate(userns(NOBODY), name='next'))
+
+
+@pytest.mark.nsresd_config(allocator=TWO_BLOCKS)
+def test_corrupt_registry_file_of_a_single_id_keeps_it(daemon, userns, root):
+    ns = userns(NOBODY)
+    single = h.as_user(NOBODY, allocate(ns, name='one', size=1))
+    assert daemon.stop() == 0
+    [name] = daemon.registry_files()
+    (daemon.state_dir / 'registry' / name).write_text('')
+    daemon.start()
+    assert f'range {single.uid_start}+1 stays reserved' in daemon.log()
+    for i in range(3):
+        other = h.as_user(NOBODY, allocate(userns(NOBODY), name=f'o{i}', size=1))
+        assert other.uid_start != single.uid_start
 
 
 @pytest.mark.nsresd_config(allocator=ONE_BLOCK)

@@ -22,7 +22,8 @@ static bool configs_equal(const Config *a, const Config *b) {
                a->control_group_max_depth == b->control_group_max_depth &&
                a->max_network_interfaces == b->max_network_interfaces &&
                a->max_network_interfaces_per_owner == b->max_network_interfaces_per_owner &&
-               a->restriction == b->restriction;
+               a->restriction == b->restriction && a->polkit_timeout_sec == b->polkit_timeout_sec &&
+               a->teardown_ring_buffer_size == b->teardown_ring_buffer_size;
 }
 
 /* Parsing `text` must fail with a message that contains `needle`, and leave
@@ -60,6 +61,8 @@ static void test_defaults(void) {
         CHECK(c.max_network_interfaces == 16);
         CHECK(c.max_network_interfaces_per_owner == 64);
         CHECK(c.restriction == RESTRICTION_ENFORCE);
+        CHECK(c.polkit_timeout_sec == 25);
+        CHECK(c.teardown_ring_buffer_size == 262144);
         CHECK(config_verify(&c, &error) == 0);
         CHECK(error == NULL);
 
@@ -114,6 +117,14 @@ static void test_every_key(void) {
         CHECK(c.restriction == RESTRICTION_OFF);
         CHECK(config_parse_text(&c, "[Security]\nRestriction = enforce # yes", "t", NULL) == 0);
         CHECK(c.restriction == RESTRICTION_ENFORCE);
+        CHECK(config_parse_text(&c, "[Security]\nPolkitTimeoutSec=2\n", "t", NULL) == 0);
+        CHECK(c.polkit_timeout_sec == 2);
+        CHECK(config_parse_text(&c, "[Security]\nPolkitTimeoutSec=3600\n", "t", NULL) == 0);
+        CHECK(c.polkit_timeout_sec == 3600);
+        CHECK(config_parse_text(&c, "[Tracking]\nTeardownRingBufferSize=4096\n", "t", NULL) == 0);
+        CHECK(c.teardown_ring_buffer_size == 4096);
+        CHECK(config_parse_text(&c, "[Tracking]\nTeardownRingBufferSize=67108864\n", "t", NULL) == 0);
+        CHECK(c.teardown_ring_buffer_size == 67108864);
 
         /* Ids take the whole 32-bit range, sections may repeat, an empty text changes nothing. */
         CHECK(config_parse_text(&c, "[Allocator]\nSingleRangeStart=0\n[Security]\n[Allocator]\nSingleRangeEnd=4294967295\n",
@@ -179,6 +190,18 @@ static void test_errors(void) {
         CHECK(parse_fails("[Security]\nRestriction=bogus\n", "test.conf:2:"));
         CHECK(parse_fails("[Security]\nRestriction=Enforce\n", "Restriction"));
         CHECK(parse_fails("[Security]\nRestriction=\n", "Restriction"));
+        /* A check that may never time out would hold its reservations forever. */
+        CHECK(parse_fails("[Security]\nPolkitTimeoutSec=0\n", "PolkitTimeoutSec"));
+        CHECK(parse_fails("[Security]\nPolkitTimeoutSec=3601\n", "from 1 to 3600"));
+        CHECK(parse_fails("[Security]\nPolkitTimeoutSec=2s\n", "test.conf:2:"));
+        CHECK(parse_fails("[Allocator]\nPolkitTimeoutSec=2\n", "Unknown key"));
+        /* The kernel takes only a power of two of whole pages for a ring buffer. */
+        CHECK(parse_fails("[Tracking]\nTeardownRingBufferSize=5000\n", "power of two"));
+        CHECK(parse_fails("[Tracking]\nTeardownRingBufferSize=2048\n", "test.conf:2:"));
+        CHECK(parse_fails("[Tracking]\nTeardownRingBufferSize=0\n", "TeardownRingBufferSize"));
+        CHECK(parse_fails("[Tracking]\nTeardownRingBufferSize=134217728\n", "67108864"));
+        CHECK(parse_fails("[Tracking]\nTeardownRingBufferSize=256k\n", "not '256k'"));
+        CHECK(parse_fails("[Security]\nTeardownRingBufferSize=4096\n", "Unknown key"));
 
         /* The first error counts; earlier good lines are not applied. */
         CHECK(parse_fails("[Allocator]\nRangeStart=1048576\nRangeEnd=x\nBogus=1\n", "test.conf:3:"));

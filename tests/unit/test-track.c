@@ -68,7 +68,7 @@ static int on_tracker_io(sd_event_source *s, int fd, uint32_t revents, void *use
 static int open_tracker(sd_event *e, const char *dir, tracker_event_cb cb, void *userdata, Tracker **ret) {
         int r;
 
-        r = tracker_open(dir, cb, userdata, ret);
+        r = tracker_open(dir, 0, cb, userdata, ret);
         if (r < 0)
                 return r;
         CHECK(sd_event_add_io(e, &tracker_source, tracker_fd(*ret), EPOLLIN, on_tracker_io, *ret) >= 0);

@@ -785,7 +785,7 @@ static const char *tracker_case(void) {
         char b;
         struct timespec start, now;
 
-        if (tracker_open(BPF_DIR, on_teardown, want, &t) < 0)
+        if (tracker_open(BPF_DIR, 0, on_teardown, want, &t) < 0)
                 return "load-failed";
 
         if (pipe2(p, O_CLOEXEC) < 0)
