@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <stdlib.h>
+#include <time.h>
 
 #include "polkit.h"
 #include "util.h"
@@ -8,15 +9,25 @@
 /* CheckAuthorization flag: AllowUserInteraction. */
 #define POLKIT_ALLOW_USER_INTERACTION 1u
 
-/* Bounded: a hung polkitd must fail calls, not hold them forever. An
- * interactive check waits for a person typing a password. */
-#define POLKIT_TIMEOUT_USEC (25ULL * 1000000ULL)
-#define POLKIT_INTERACTIVE_TIMEOUT_USEC (300ULL * 1000000ULL)
+#define USEC_PER_SEC 1000000ULL
+
+/* An interactive check waits for a person typing a password: never less
+ * than this, whatever non-interactive checks are allowed. */
+#define POLKIT_INTERACTIVE_TIMEOUT_SEC 300u
 
 struct PolkitCall {
         polkit_callback cb;     /* NULL once cancelled */
         void *userdata;
+        unsigned timeout_sec;
+        uint64_t deadline_usec; /* CLOCK_MONOTONIC */
 };
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000u;
+}
 
 void polkit_cancel(PolkitCall *call) {
         if (call)
@@ -39,7 +50,21 @@ static int polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
         (void) ret_error;
 
         if (e) {
-                callback_once(call, POLKIT_FAILED, e);
+                _cleanup_(sd_bus_error_free) sd_bus_error err = SD_BUS_ERROR_NULL;
+
+                /* sd-bus answers for polkit when the call times out, and
+                 * the bus when polkit disconnects with the call pending:
+                 * both as NoReply, told apart by the clock. Callers relay
+                 * the message, so it names what happened. */
+                if (sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY) && now_usec() >= call->deadline_usec)
+                        (void) sd_bus_error_setf(&err, SD_BUS_ERROR_TIMEOUT,
+                                                 "polkit did not answer within %u s", call->timeout_sec);
+                else if (sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY))
+                        (void) sd_bus_error_set_const(&err, SD_BUS_ERROR_NO_REPLY,
+                                                      "polkit went away without answering");
+                else if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                        (void) sd_bus_error_set_const(&err, e->name, "polkit is not running");
+                callback_once(call, POLKIT_FAILED, sd_bus_error_is_set(&err) ? &err : e);
                 return 0;
         }
 
@@ -69,6 +94,7 @@ int polkit_check_async(
                 const char *action,
                 const char *const *details,
                 bool interactive,
+                unsigned timeout_sec,
                 polkit_callback cb,
                 void *userdata,
                 PolkitCall **ret_call) {
@@ -81,7 +107,9 @@ int polkit_check_async(
         call = malloc(sizeof(*call));
         if (!call)
                 return -ENOMEM;
-        *call = (PolkitCall) { .cb = cb, .userdata = userdata };
+        if (interactive && timeout_sec < POLKIT_INTERACTIVE_TIMEOUT_SEC)
+                timeout_sec = POLKIT_INTERACTIVE_TIMEOUT_SEC;
+        *call = (PolkitCall) { .cb = cb, .userdata = userdata, .timeout_sec = timeout_sec };
 
         r = sd_bus_message_new_method_call(bus, &m,
                         "org.freedesktop.PolicyKit1",
@@ -116,8 +144,10 @@ int polkit_check_async(
         if (r < 0)
                 return r;
 
-        r = sd_bus_call_async(bus, &slot, m, polkit_reply, call,
-                              interactive ? POLKIT_INTERACTIVE_TIMEOUT_USEC : POLKIT_TIMEOUT_USEC);
+        /* Taken before sd-bus starts its own clock, so never later than
+         * the moment it gives up. */
+        call->deadline_usec = now_usec() + timeout_sec * USEC_PER_SEC;
+        r = sd_bus_call_async(bus, &slot, m, polkit_reply, call, timeout_sec * USEC_PER_SEC);
         if (r < 0)
                 return r;
         /* From here on the slot owns the call. */

@@ -26,13 +26,16 @@ typedef void (*polkit_callback)(PolkitResult result, const sd_bus_error *error, 
 typedef struct PolkitCall PolkitCall;
 void polkit_cancel(PolkitCall *call);
 
-/* details: NULL-terminated key, value, key, value, … list (may be NULL). */
+/* details: NULL-terminated key, value, key, value, … list (may be NULL).
+ * A check polkit does not answer within timeout_sec (at least 300 s when
+ * interactive) ends with POLKIT_FAILED and an error saying so. */
 int polkit_check_async(
                 sd_bus *bus,
                 const char *sender,
                 const char *action,
                 const char *const *details,
                 bool interactive,
+                unsigned timeout_sec,
                 polkit_callback cb,
                 void *userdata,
                 PolkitCall **ret_call);
