@@ -83,8 +83,9 @@ int cgroup_undelegate(int fd, uid_t uid, gid_t gid, mode_t dir_mode);
  * where the kernel has no cgroup.kill or use_kill_file is false), then
  * remove it depth first, the cgroup itself last. Returns 0 when it is gone
  * (also when it was gone before), -EBUSY while killed processes are still
- * on their way out (call again), or another error. *ret_removed counts the
- * cgroups removed. */
+ * on their way out (call again), -EOPNOTSUPP when processes are left that
+ * nothing could kill (no cgroup.kill and no pidfds), or another error.
+ * *ret_removed counts the cgroups removed. */
 int cgroup_remove_tree(int fd, bool use_kill_file, unsigned *ret_removed);
 
 /* Make root the owner of everything in the subtree: what cannot be removed

@@ -220,6 +220,19 @@ static void caller_uid_remember(Manager *m, const char *name, uid_t uid) {
 
 static void sender_queue_unlink(Request *req);
 
+/* Whether the helper is still ours to signal or read through /proc/<pid>:
+ * its watch reaps it, and a reaped pid may name someone else's process. */
+static bool request_helper_unreaped(Request *req) {
+        return req->helper.pid > 0 && hashmap_get_u64(req->manager->helpers, (uint64_t) req->helper.pid);
+}
+
+static void request_kill_helper(Request *req) {
+        /* A pidfd names the helper for good; a bare pid only until reaped. */
+        if (req->helper.pidfd < 0 && !request_helper_unreaped(req))
+                req->helper.pid = 0;
+        helper_kill(&req->helper);
+}
+
 static Request *request_free(Request *req) {
         Manager *m;
 
@@ -273,7 +286,7 @@ static Request *request_free(Request *req) {
         if (req->in_sender_queue)
                 sender_queue_unlink(req);
 
-        helper_kill(&req->helper);
+        request_kill_helper(req);
         sd_event_source_disable_unref(req->helper_io);
         sd_event_source_disable_unref(req->helper_timeout);
         if (req->helper.pidfd >= 0)
@@ -336,7 +349,7 @@ static void request_complete(Request *req, int failure) {
 
         /* The helper is a process of the namespace: end it before the caller
          * hears back, so the caller's last process really is the last. */
-        helper_kill(&req->helper);
+        request_kill_helper(req);
 
         req->entry.pending = false;
         r = registry_save(m->registry, &req->entry);
@@ -418,8 +431,11 @@ static void request_map(Request *req) {
         MapExtent ext[2];
         int r, n;
 
+        /* Its watch may have reaped it already (the caller can kill it);
+         * while it has not, this pid cannot be recycled. */
+        if (!request_helper_unreaped(req))
+                return request_fail(req, SD_BUS_ERROR_FAILED, "The helper that joins the user namespace died");
         snprintf(path, sizeof(path), "/proc/%d", (int) req->helper.pid);
-        /* The helper is our unreaped child: this pid cannot be recycled. */
         _cleanup_close_ int procfd = open(path, O_DIRECTORY | O_CLOEXEC | O_PATH);
         if (procfd < 0)
                 return request_fail_errno(req, -errno, "Failed to open the helper's /proc entry");
@@ -502,6 +518,7 @@ static void request_finish_bpf(Request *req, int fs_fd);
 
 /* One message from the helper: a byte once it is in the namespace (with
  * the bpffs context attached, for DelegateBpf), or an int errno. */
+/* NOLINTNEXTLINE(readability-non-const-parameter): recvmsg() writes *buf through the iovec. */
 static ssize_t helper_receive(int sock, int *buf, int *ret_fd) {
         union {
                 struct cmsghdr header;
@@ -618,20 +635,31 @@ static int manager_watch_helper(Manager *m, Helper *h) {
         w = calloc(1, sizeof(*w));
         if (!w)
                 return -ENOMEM;
-        /* The source gets its own pidfd: the request closes its copy when it
-         * is done, which may be before or after the helper is reaped. */
-        fd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0) {
-                free(w);
-                return -errno;
+        if (h->pidfd < 0) {
+                /* No pidfds here: the pid is safe, ours and unreaped until
+                 * this source reaps it. */
+                r = sd_event_add_child(m->event, &w->source, h->pid, WEXITED, on_helper_exit, m);
+                if (r < 0) {
+                        free(w);
+                        return r;
+                }
+        } else {
+                /* The source gets its own pidfd: the request closes its copy
+                 * when it is done, which may be before or after the helper
+                 * is reaped. */
+                fd = fcntl(h->pidfd, F_DUPFD_CLOEXEC, 3);
+                if (fd < 0) {
+                        free(w);
+                        return -errno;
+                }
+                r = sd_event_add_child_pidfd(m->event, &w->source, fd, WEXITED, on_helper_exit, m);
+                if (r < 0) {
+                        close(fd);
+                        free(w);
+                        return r;
+                }
+                (void) sd_event_source_set_child_pidfd_own(w->source, true);
         }
-        r = sd_event_add_child_pidfd(m->event, &w->source, fd, WEXITED, on_helper_exit, m);
-        if (r < 0) {
-                close(fd);
-                free(w);
-                return r;
-        }
-        (void) sd_event_source_set_child_pidfd_own(w->source, true);
         r = hashmap_put_u64(m->helpers, (uint64_t) h->pid, w);
         if (r < 0) {
                 sd_event_source_unref(w->source);
@@ -857,7 +885,7 @@ static void request_finish_bpf(Request *req, int fs_fd) {
         int r;
 
         /* Done with it: the helper exits by itself, or is killed here. */
-        helper_kill(&req->helper);
+        request_kill_helper(req);
 
         if (!ns)
                 return request_fail(req, ERROR_PREFIX "NotRegistered",
@@ -1143,7 +1171,7 @@ static void request_ask_polkit(Request *req) {
         if (req->kind == REQUEST_RELOAD) {
                 r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), kind_action[req->kind], NULL,
                                        sd_bus_message_get_allow_interactive_authorization(req->message) > 0,
-                                       on_polkit, req, &req->polkit);
+                                       m->config.polkit_timeout_sec, on_polkit, req, &req->polkit);
                 if (r < 0)
                         request_fail_errno(req, r, "Failed to ask polkit");
                 return;
@@ -1174,7 +1202,7 @@ static void request_ask_polkit(Request *req) {
 
         r = polkit_check_async(m->bus, sd_bus_message_get_sender(req->message), action, details,
                                sd_bus_message_get_allow_interactive_authorization(req->message) > 0,
-                               on_polkit, req, &req->polkit);
+                               m->config.polkit_timeout_sec, on_polkit, req, &req->polkit);
         for (unsigned k = 0; k < _BPF_DELEGATE_KIND_MAX; k++)
                 free(bpf_names[k]);
         if (r < 0)
@@ -1279,7 +1307,7 @@ static int on_caller_uid(sd_bus_message *reply, void *userdata, sd_bus_error *re
         request_bus_call_done(req);
 
         if (sd_bus_message_is_method_error(reply, NULL))
-                r = -sd_bus_message_get_errno(reply) ?: -EIO;
+                r = -(sd_bus_message_get_errno(reply) ?: EIO);
         else
                 r = sd_bus_message_read(reply, "u", &uid);
         if (r >= 0) {

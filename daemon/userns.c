@@ -108,6 +108,7 @@ int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret) {
 
         struct {
                 struct file_handle fh;
+                /* cppcheck-suppress unusedStructMember ; room for fh's flexible f_handle[] */
                 uint8_t space[NS_HANDLE_MAX];
         } h = { .fh.handle_bytes = NS_HANDLE_MAX };
         int mnt_id;
@@ -126,6 +127,7 @@ int userns_inspect(int fd, uint64_t parent_id, UsernsInfo *ret) {
 int userns_open_handle(int nsfs_fd, int handle_type, const uint8_t *handle, unsigned handle_len) {
         struct {
                 struct file_handle fh;
+                /* cppcheck-suppress unusedStructMember ; room for fh's flexible f_handle[] */
                 uint8_t space[NS_HANDLE_MAX];
         } h;
         int fd;
@@ -189,7 +191,7 @@ static inline long raw_syscall(long n, long a, long b, long c) {
 #endif
 
 /* 16 KiB would do; the helper's frames are tiny. */
-#define HELPER_STACK_SIZE (64 * 1024)
+#define HELPER_STACK_SIZE ((size_t) 64 * 1024)
 
 typedef struct HelperArgs {
         int userns_fd;
@@ -267,7 +269,7 @@ static int helper_main(void *p) {
         unsigned hi = (unsigned) (a->userns_fd < a->sock ? a->sock : a->userns_fd);
         if ((lo > 0 && raw_syscall(SYS_close_range, 0, lo - 1, 0) < 0) ||
             (hi > lo + 1 && raw_syscall(SYS_close_range, lo + 1, hi - 1, 0) < 0) ||
-            raw_syscall(SYS_close_range, hi + 1, ~0U, 0) < 0)
+            raw_syscall(SYS_close_range, hi + 1, ~0u, 0) < 0)
                 helper_exit(EXIT_FAILURE);
 
         r = raw_syscall(SYS_setns, a->userns_fd, CLONE_NEWUSER, 0);
@@ -328,12 +330,15 @@ int helper_spawn(int userns_fd, HelperMode mode, HelperTask task, bool stop_befo
         if (mode == HELPER_CLONE_VM) {
                 /* Below the arguments, 16-byte aligned. */
                 void *top = (void *) (((uintptr_t) args - 64) & ~(uintptr_t) 15);
-                pid = clone(helper_main, top, CLONE_VM | CLONE_PIDFD | SIGCHLD, args, &pidfd);
+                pid = clone(helper_main, top, CLONE_VM | (pidfd_supported() ? CLONE_PIDFD : 0) | SIGCHLD,
+                            args, &pidfd);
         } else {
                 pid = fork();
                 if (pid == 0)
                         helper_main(args);
-                if (pid > 0) {
+                /* Without pidfds the pid will do: it is our child, and a pid
+                 * is not recycled before its parent reaps it. */
+                if (pid > 0 && pidfd_supported()) {
                         pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
                         if (pidfd < 0) {
                                 int r = -errno;
@@ -364,6 +369,8 @@ void helper_free_stack(Helper *h) {
 void helper_kill(Helper *h) {
         if (h->pidfd >= 0)
                 (void) syscall(SYS_pidfd_send_signal, h->pidfd, SIGKILL, NULL, 0);
+        else if (h->pid > 0)
+                (void) kill(h->pid, SIGKILL);
         h->sock = h->sock >= 0 ? (close(h->sock), -1) : -1;
 }
 
@@ -396,7 +403,8 @@ int userns_read_maps(int userns_fd, uint64_t timeout_usec, char *uid_map, char *
 
         helper_kill(&h);
         (void) waitpid(h.pid, NULL, 0);
-        close(h.pidfd);
+        if (h.pidfd >= 0)
+                close(h.pidfd);
         helper_free_stack(&h);
         return r < 0 ? r : 0;
 }

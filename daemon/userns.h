@@ -68,7 +68,7 @@ typedef enum HelperMode {
 
 typedef struct Helper {
         pid_t pid;
-        int pidfd;
+        int pidfd;      /* -1 where pidfds are not supported */
         int sock;       /* our end of the socketpair */
         void *stack;    /* unmap only after the helper is reaped */
 } Helper;
@@ -85,7 +85,9 @@ typedef enum HelperTask {
 bool helper_can_share_memory(void);
 int helper_spawn(int userns_fd, HelperMode mode, HelperTask task, bool stop_before_ready, Helper *ret);
 void helper_free_stack(Helper *h);
-/* Kill (SIGKILL) and close. The pidfd child event reaps it. */
+/* Kill (SIGKILL) and close. The pidfd child event reaps it. Without a
+ * pidfd it signals h->pid: the caller must know the helper is not reaped
+ * yet (or set h->pid to 0). */
 void helper_kill(Helper *h);
 
 /* Read uid_map and gid_map of a namespace synchronously, through a helper

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 
 #include "util.h"
 
@@ -52,4 +54,17 @@ bool comma_list_has(const char *list, const char *name) {
                         p++;
         }
         return false;
+}
+
+bool pidfd_supported(void) {
+        static int cached = -1;
+
+        if (cached < 0) {
+                int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
+
+                cached = fd >= 0 && syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) >= 0;
+                if (fd >= 0)
+                        close(fd);
+        }
+        return cached;
 }

@@ -16,7 +16,7 @@ static inline void freep(void *p) {
         free(*(void **) p);
 }
 
-static inline void closep(int *fd) {
+static inline void closep(const int *fd) {
         if (*fd >= 0) {
                 int saved = errno;
                 close(*fd);
@@ -49,3 +49,7 @@ bool fd_is_anon_inode(int fd, const char *name);
 
 /* Whether the comma-separated list (such as the active LSMs) has name. */
 bool comma_list_has(const char *list, const char *name);
+
+/* Whether pidfd_open() and pidfd_send_signal() work (Linux 5.3; valgrind
+ * 3.19 answers ENOSYS to both). Probed at the first call, then remembered. */
+bool pidfd_supported(void);

@@ -9,7 +9,8 @@
 #     tests/valgrind.sh                          # the whole integration suite
 #     tests/valgrind.sh tests/integration/test_allocate.py -k transient
 #
-# Arguments go to pytest (default: tests/integration). Tests that start the
+# Arguments go to pytest (default: tests/integration). The build goes to
+# build-valgrind, or to $NSRESD_VALGRIND_BUILD_DIR. Tests that start the
 # daemon behind a prefix of their own (strace, setpriv, unshare) run it
 # without valgrind; tests that time the daemon (teardown within a second,
 # 300 parallel calls) may fail from the slowdown alone: read the daemon's
@@ -25,13 +26,14 @@ fi
 
 # A build of its own: valgrind wants no sanitizers, and without
 # optimisation its reports name the true lines.
-if [ -f build-valgrind/meson-private/coredata.dat ]; then
-        meson setup --reconfigure build-valgrind
+build=$(realpath -m "${NSRESD_VALGRIND_BUILD_DIR:-build-valgrind}")
+if [ -f "$build/meson-private/coredata.dat" ]; then
+        meson setup --reconfigure "$build"
 else
-        meson setup build-valgrind -Dbuildtype=debug
+        meson setup "$build" -Dbuildtype=debug
 fi
-ninja -C build-valgrind
+ninja -C "$build"
 
 [ $# -gt 0 ] || set -- tests/integration
-export NSRESD_BUILD_DIR="$PWD/build-valgrind" NSRESD_VALGRIND=1
+export NSRESD_BUILD_DIR="$build" NSRESD_VALGRIND=1
 exec /usr/bin/python3 -m pytest -v -p no:cacheprovider "$@"
