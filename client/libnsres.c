@@ -264,10 +264,12 @@ static int receive_ns_fds(int sock, int *fds, size_t n_fds) {
                 }
 
         /* End of file: the child died before it could say anything. */
+        /* cppcheck-suppress knownConditionTrueFalse ; recvmsg() fills error through the iovec */
         if (n != (ssize_t) sizeof(error) || error != 0 || n_received != n_fds ||
             (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
                 for (size_t i = 0; i < n_received; i++)
                         safe_close(received[i]);
+                /* cppcheck-suppress knownConditionTrueFalse ; as above */
                 return n == (ssize_t) sizeof(error) && error > 0 ? -error : -EIO;
         }
 

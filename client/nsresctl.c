@@ -154,6 +154,7 @@ static int json_from_bus_value(sd_bus_message *m, struct json_object **ret);
 
 /* The values from the current position of m to the end of the array or
  * struct it is in, as a JSON array. */
+/* NOLINTNEXTLINE(misc-no-recursion): D-Bus nests containers at most 64 deep. */
 static int json_array_from_bus_values(sd_bus_message *m, struct json_object **ret) {
         _cleanup_json_ struct json_object *j = json_object_new_array();
         int r;
@@ -184,6 +185,7 @@ static int json_array_from_bus_values(sd_bus_message *m, struct json_object **re
 
 /* The dictionary entries from the current position of m to the end of the
  * dictionary, as a JSON object. */
+/* NOLINTNEXTLINE(misc-no-recursion): D-Bus nests containers at most 64 deep. */
 static int json_object_from_bus_entries(sd_bus_message *m, struct json_object **ret) {
         _cleanup_json_ struct json_object *j = json_object_new_object();
         int r;
@@ -243,6 +245,7 @@ static int json_object_from_bus_entries(sd_bus_message *m, struct json_object **
  * dictionaries become objects, arrays and structs arrays, variants their
  * content. Used for GetAll replies, so new properties show up without
  * changes here. */
+/* NOLINTNEXTLINE(misc-no-recursion): D-Bus nests containers at most 64 deep. */
 static int json_from_bus_value(sd_bus_message *m, struct json_object **ret) {
         _cleanup_json_ struct json_object *j = NULL;
         const char *contents;
@@ -346,6 +349,7 @@ static int json_from_bus_value(sd_bus_message *m, struct json_object **ret) {
         return 0;
 }
 
+/* NOLINTNEXTLINE(misc-no-recursion): the JSON came from D-Bus, nested at most 64 deep. */
 static void print_text_value(struct json_object *v) {
         switch (json_object_get_type(v)) {
         case json_type_string:

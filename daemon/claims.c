@@ -26,10 +26,10 @@
 
 /* nsresourced's registry files are a few hundred bytes; anything much larger
  * is not one of them and is not worth reading into memory. */
-#define NSRESOURCED_FILE_MAX (64u * 1024u)
+#define NSRESOURCED_FILE_MAX ((size_t) 64 * 1024)
 
 /* NSS entries with more members than this are broken rather than real. */
-#define NSS_BUFFER_MAX (16u * 1024u * 1024u)
+#define NSS_BUFFER_MAX ((size_t) 16 * 1024 * 1024)
 
 const ClaimSources claim_sources_default = {
         .subuid_path = "/etc/subuid",

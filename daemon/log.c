@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,13 +21,21 @@ static LogJournalSink journal_sink;
 
 bool log_stderr_is_journal(void) {
         const char *e = getenv("JOURNAL_STREAM");
-        uint64_t dev, ino;
+        unsigned long long dev, ino;
         struct stat st;
-        int consumed = 0;
+        char *end;
 
         /* systemd sets it for the service's stderr; a child that inherited
-         * the variable but writes elsewhere must not claim the journal. */
-        if (!e || sscanf(e, "%" SCNu64 ":%" SCNu64 "%n", &dev, &ino, &consumed) != 2 || e[consumed] != '\0')
+         * the variable but writes elsewhere must not claim the journal.
+         * strtoull() reports what sscanf() would silently wrap. */
+        if (!e || !isdigit((unsigned char) e[0]))
+                return false;
+        errno = 0;
+        dev = strtoull(e, &end, 10);
+        if (errno != 0 || end[0] != ':' || !isdigit((unsigned char) end[1]))
+                return false;
+        ino = strtoull(end + 1, &end, 10);
+        if (errno != 0 || *end != '\0')
                 return false;
         if (fstat(STDERR_FILENO, &st) < 0)
                 return false;

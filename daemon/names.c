@@ -61,7 +61,9 @@ int name_mangle(const char *name, char ret[static NAME_MAX_LEN + 1]) {
                         continue;
                 in_multibyte = b >= 0x80;
 
-                c = name_char_is_valid(*p) ? *p : '_';
+                c = *p;
+                if (!name_char_is_valid(c))
+                        c = '_';
                 if (n == 0 && c == '-')
                         continue;
 

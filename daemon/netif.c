@@ -139,14 +139,10 @@ static int key_file_create(int dir_fd, uint8_t ret[static NETIF_KEY_SIZE]) {
                 goto finish;
         }
         n = write(fd, key, sizeof(key));
-        if (n < 0)
-                r = -errno;
-        else if (n != (ssize_t) sizeof(key))
-                r = -EIO;
-        else if (fsync(fd) < 0)
-                r = -errno;
+        if (n != (ssize_t) sizeof(key))
+                r = n < 0 ? -errno : -EIO;
         /* Readers see the old file or the complete new one, never a part. */
-        else if (renameat(dir_fd, tmp, dir_fd, NETIF_KEY_FILE) < 0)
+        else if (fsync(fd) < 0 || renameat(dir_fd, tmp, dir_fd, NETIF_KEY_FILE) < 0)
                 r = -errno;
         if (r < 0) {
                 (void) unlinkat(dir_fd, tmp, 0);
@@ -368,6 +364,7 @@ static int rtnl_transact(struct nl_sock *sk, struct nl_msg *msg, reply_parser pa
 
         while (!t.done) {
                 r = nl_recvmsgs(sk, cb);
+                /* cppcheck-suppress knownConditionTrueFalse ; the callbacks set t.done through &t */
                 if (r < 0 && !t.done) {
                         t.error = errno_from_nl(r);
                         break;

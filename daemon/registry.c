@@ -29,7 +29,7 @@
  * only '"' and '\\' grow when escaped), plus at most 64 bytes for each of
  * NS_NETIFS_MAX links: about 2.2 MiB. Anything larger
  * was not written by us. */
-#define ENTRY_FILE_MAX (4u * 1024u * 1024u)
+#define ENTRY_FILE_MAX ((size_t) 4 * 1024 * 1024)
 
 /* "<u64>-<u32>-<u32>.json.tmp" */
 #define ENTRY_FILE_NAME_MAX (20 + 1 + 10 + 1 + 10 + sizeof(ENTRY_SUFFIX TMP_SUFFIX))
@@ -442,11 +442,11 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
                 if (!ns_netif_is_valid(&e->netifs[i]))
                         return -EINVAL;
 
-        for (unsigned i = 0; i < e->handle_len; i++) {
+        for (size_t i = 0; i < e->handle_len; i++) {
                 handle_hex[2 * i] = hex[e->handle[i] >> 4];
                 handle_hex[2 * i + 1] = hex[e->handle[i] & 0xf];
         }
-        handle_hex[2 * e->handle_len] = '\0';
+        handle_hex[2 * (size_t) e->handle_len] = '\0';
 
         root = json_object_new_object();
         if (!root)
@@ -454,8 +454,7 @@ int registry_entry_to_json(const NsEntry *e, char **ret) {
 
         /* 64-bit values are strings: json-c numbers are signed 64 bits and
          * other readers of the file may only have doubles. */
-        if (r >= 0)
-                r = add_field(root, "id", new_u64_string(e->id));
+        r = add_field(root, "id", new_u64_string(e->id));
         if (r >= 0)
                 r = add_field(root, "inode", new_u64_string(e->inode));
         if (r >= 0)
@@ -828,7 +827,7 @@ static int entry_from_object(struct json_object *root, NsEntry *ret) {
                 return -EBADMSG;
         s = json_object_get_string(o);
         len = (size_t) json_object_get_string_len(o);
-        if (len % 2 != 0 || len > 2 * NS_HANDLE_MAX)
+        if (len % 2 != 0 || len / 2 > NS_HANDLE_MAX)
                 return -EBADMSG;
         for (size_t i = 0; i < len; i += 2) {
                 int hi = unhex_digit(s[i]), lo = unhex_digit(s[i + 1]);

@@ -43,7 +43,7 @@ static void store_be32(uint8_t *p, uint32_t v) {
 static void sha256_compress(uint32_t state[static 8], const uint8_t block[static SHA256_BLOCK_SIZE]) {
         uint32_t w[64], a, b, c, d, e, f, g, h;
 
-        for (unsigned i = 0; i < 16; i++)
+        for (size_t i = 0; i < 16; i++)
                 w[i] = load_be32(block + 4 * i);
         for (unsigned i = 16; i < 64; i++) {
                 uint32_t s0 = rotr32(w[i - 15], 7) ^ rotr32(w[i - 15], 18) ^ (w[i - 15] >> 3);
@@ -150,7 +150,7 @@ void sha256_finish(Sha256 *s, uint8_t ret[static SHA256_DIGEST_SIZE]) {
         store_be32(s->buffer + SHA256_BLOCK_SIZE - 4, (uint32_t) bits);
         sha256_compress(s->state, s->buffer);
 
-        for (unsigned i = 0; i < 8; i++)
+        for (size_t i = 0; i < 8; i++)
                 store_be32(ret + 4 * i, s->state[i]);
 
         explicit_bzero(s, sizeof(*s));

@@ -50,7 +50,7 @@
 #define INDEX_LINE_MAX (10 + 1 + 10 + 1 + QUALIFIED_NAME_MAX)
 /* The index of a full pool is a couple of MiB; whatever lies beyond this is
  * not the daemon's and is not read, so a huge file cannot stall a lookup. */
-#define INDEX_READ_MAX (64u * 1024u * 1024u)
+#define INDEX_READ_MAX ((size_t) 64 * 1024 * 1024)
 /* "ns-" + name + "-" + up to 10 digits. */
 #define USER_NAME_MAX (sizeof(USER_PREFIX) - 1 + QUALIFIED_NAME_MAX + 1 + 10)
 
@@ -334,6 +334,7 @@ not_found:
         return NSS_STATUS_NOTFOUND;
 }
 
+/* NOLINTNEXTLINE(readability-non-const-parameter): the Arena writes to buffer. */
 static enum nss_status fill_passwd(const IndexEntry *e, uint32_t k, struct passwd *pw, char *buffer,
                                    size_t buflen, int *errnop) {
         char user[USER_NAME_MAX + 1], gecos[sizeof(GECOS_PREFIX) + QUALIFIED_NAME_MAX];
@@ -367,6 +368,7 @@ not_found:
         return NSS_STATUS_NOTFOUND;
 }
 
+/* NOLINTNEXTLINE(readability-non-const-parameter): the Arena writes to buffer. */
 static enum nss_status fill_group(const IndexEntry *e, uint32_t k, struct group *gr, char *buffer,
                                   size_t buflen, int *errnop) {
         char name[USER_NAME_MAX + 1];

@@ -14,6 +14,10 @@
  *   nsres-bench network N             AddNetworkToUserNamespace into a network
  *                                     namespace of each fresh user namespace
  *   nsres-bench newuidmap N UID GID   the setuid helpers, for comparison
+ *   nsres-bench soak SECONDS ROLE [CGROUP]
+ *                                     one client of a soak: a mix of every
+ *                                     call ("mixed") or holding namespaces up
+ *                                     to the per-owner limit ("hoard")
  *
  * One JSON object per run goes to stdout; D-Bus errors are counted and the
  * first few are printed to stderr.
@@ -1043,6 +1047,489 @@ static int run_scale(unsigned live, unsigned samples_n) {
         return 0;
 }
 
+/* ---- soak --------------------------------------------------------------- */
+
+#define USERNS_IFACE "org.freedesktop.NamespaceResource1.UserNamespace"
+#define NSRES_ERROR "org.freedesktop.NamespaceResource1.Error."
+#define ALLOCATE_SELF UINT64_C(2)
+#define TALLY_MAX 32u
+#define SOAK_HELD_MAX 2u
+/* Far above any per-owner limit a soak sets. */
+#define SOAK_HOARD_MAX 4096u
+
+/* Counts by name (method or error), in order of first appearance. */
+struct tally {
+        unsigned n;
+        struct {
+                char name[128];
+                unsigned count;
+        } e[TALLY_MAX];
+};
+
+static void tally_add(struct tally *t, const char *name) {
+        unsigned i;
+
+        for (i = 0; i < t->n; i++)
+                if (strcmp(t->e[i].name, name) == 0)
+                        break;
+        if (i == t->n) {
+                /* The last slot collects whatever does not fit. */
+                if (t->n == TALLY_MAX)
+                        i = TALLY_MAX - 1;
+                else {
+                        (void) snprintf(t->e[i].name, sizeof(t->e[i].name), "%s", name);
+                        t->n++;
+                }
+        }
+        t->e[i].count++;
+}
+
+static void tally_print(const char *key, const struct tally *t) {
+        printf("\"%s\":{", key);
+        for (unsigned i = 0; i < t->n; i++)
+                printf("%s\"%s\":%u", i > 0 ? "," : "", t->e[i].name, t->e[i].count);
+        printf("}");
+}
+
+/* A namespace the client keeps for a while; it dies when the fd is closed
+ * and, if a process holds it, that process is killed. */
+struct soak_ns {
+        int fd;
+        pid_t holder;
+        char name[32];
+        char path[128];
+        uint32_t uid_start;
+        bool cgroup_added;
+};
+
+struct soak {
+        sd_bus *bus;
+        int cgroup_fd;
+        unsigned serial;            /* makes names unique within the client */
+        unsigned newest;            /* the slot of the namespace held last */
+        unsigned calls, ok, wrong_answers;
+        struct tally methods, expected, unexpected;
+        int64_t *samples;
+        size_t n_samples, allocated_samples;
+};
+
+static void soak_ns_release(struct soak_ns *ns) {
+        ns->fd = safe_close(ns->fd);
+        if (ns->holder > 0)
+                holder_reap(ns->holder);
+        ns->holder = 0;
+}
+
+static int soak_sample(struct soak *s, int64_t nsec) {
+        if (s->n_samples == s->allocated_samples) {
+                size_t k = s->allocated_samples ? s->allocated_samples * 2 : 4096;
+                int64_t *p = realloc(s->samples, k * sizeof(int64_t));
+
+                if (!p)
+                        return -ENOMEM;
+                s->samples = p;
+                s->allocated_samples = k;
+        }
+        s->samples[s->n_samples++] = nsec;
+        return 0;
+}
+
+/* Sends m and counts the outcome. An error named `allowed` is counted as
+ * expected (the limits the soak sets on purpose); with must_fail, success is
+ * a wrong answer. Returns 1 on success, 0 on a D-Bus error, negative errno
+ * when the client itself failed. */
+static int soak_call(struct soak *s, sd_bus_message *m, const char *allowed, bool must_fail,
+                     sd_bus_message **ret_reply) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        char member[64];
+        int64_t t0;
+        int r;
+
+        /* Sending seals m, which may move its header fields. */
+        (void) snprintf(member, sizeof(member), "%s", sd_bus_message_get_member(m));
+        s->calls++;
+        tally_add(&s->methods, member);
+        t0 = now_nsec();
+        r = sd_bus_call(s->bus, m, CALL_TIMEOUT_USEC, &error, ret_reply);
+        if (soak_sample(s, now_nsec() - t0) < 0)
+                return -ENOMEM;
+        if (r < 0) {
+                if (!sd_bus_error_is_set(&error))
+                        return r;
+                if (allowed && strcmp(error.name, allowed) == 0)
+                        tally_add(&s->expected, error.name);
+                else {
+                        tally_add(&s->unexpected, error.name);
+                        report_error(member, "", &error, r);
+                }
+                return 0;
+        }
+        s->ok++;
+        if (must_fail) {
+                s->wrong_answers++;
+                fprintf(stderr, "%s succeeded, expected %s\n", member, allowed);
+        }
+        return 1;
+}
+
+static int soak_method(struct soak *s, const char *path, const char *interface, const char *method,
+                       sd_bus_message **ret) {
+        return sd_bus_message_new_method_call(s->bus, ret, NSRES_SERVICE, path, interface, method);
+}
+
+/* AllocateUserRange for fd; on success the object path and first uid go to
+ * ns (if given). */
+static int soak_allocate(struct soak *s, const char *name, int fd, uint32_t size, uint64_t flags,
+                         const char *allowed, bool must_fail, struct soak_ns *ns) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *path, *final_name;
+        uint32_t uid_start, gid_start;
+        int r;
+
+        r = soak_method(s, NSRES_PATH, NSRES_MANAGER, "AllocateUserRange", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "suuht", name, size, UINT32_C(0), fd, flags);
+        if (r >= 0)
+                r = soak_call(s, m, allowed, must_fail, &reply);
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(reply, "osuu", &path, &final_name, &uid_start, &gid_start);
+        if (r < 0)
+                return r;
+        if (ns) {
+                (void) snprintf(ns->path, sizeof(ns->path), "%s", path);
+                ns->uid_start = uid_start;
+        }
+        return 1;
+}
+
+static int soak_hold_new(struct soak *s, struct soak_ns *ns, bool by_process) {
+        int r;
+
+        *ns = (struct soak_ns) { .fd = -EBADF };
+        (void) snprintf(ns->name, sizeof(ns->name), "%s%u", arg_prefix, s->serial++);
+        if (by_process) {
+                r = holder_spawn(&ns->holder);
+                if (r >= 0)
+                        r = holder_open_userns(ns->holder, &ns->fd);
+        } else
+                r = userns_new(&ns->fd);
+        if (r < 0) {
+                fprintf(stderr, "Failed to create a user namespace: %s\n", strerror(-r));
+                soak_ns_release(ns);
+                return r;
+        }
+        r = soak_allocate(s, ns->name, ns->fd, RANGE_SIZE, 0, NULL, false, ns);
+        if (r <= 0)
+                soak_ns_release(ns);
+        return r;
+}
+
+struct selfmap_child {
+        uid_t uid;
+        gid_t gid;
+        int fd;
+        int error;
+};
+
+static int write_proc_self(const char *file, const char *text) {
+        _cleanup_(closep) int fd = -EBADF;
+        char path[64];
+        size_t len = strlen(text);
+
+        (void) snprintf(path, sizeof(path), "/proc/self/%s", file);
+        fd = open(path, O_WRONLY|O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, text, len) != (ssize_t) len)
+                return -errno;
+        return 0;
+}
+
+static int selfmap_child_main(void *userdata) {
+        struct selfmap_child *c = userdata;
+        char map[64];
+        int r;
+
+        /* As userns_child_main(), after mapping ourselves as `unshare -r`
+         * does: what RegisterUserNamespace accepts. */
+        r = write_proc_self("setgroups", "deny");
+        (void) snprintf(map, sizeof(map), "0 %u 1", (unsigned) c->uid);
+        if (r >= 0)
+                r = write_proc_self("uid_map", map);
+        (void) snprintf(map, sizeof(map), "0 %u 1", (unsigned) c->gid);
+        if (r >= 0)
+                r = write_proc_self("gid_map", map);
+        if (r >= 0) {
+                c->fd = open("/proc/self/ns/user", O_RDONLY|O_CLOEXEC);
+                if (c->fd < 0)
+                        r = -errno;
+        }
+        if (r < 0)
+                c->error = -r;
+        _exit(0);
+}
+
+static int userns_selfmapped_new(int *ret_fd) {
+        _Alignas(16) char stack[CHILD_STACK_SIZE];
+        struct selfmap_child c = { .uid = getuid(), .gid = getgid(), .fd = -1 };
+        pid_t pid;
+
+        pid = clone(selfmap_child_main, stack + sizeof(stack),
+                    CLONE_VM|CLONE_VFORK|CLONE_FILES|CLONE_NEWUSER|SIGCHLD, &c);
+        if (pid < 0)
+                return -errno;
+        while (waitpid(pid, NULL, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (c.fd < 0)
+                return -(c.error ?: EIO);
+        *ret_fd = c.fd;
+        return 0;
+}
+
+/* A namespace that lives only for the call: SELF, registered, or with a veth. */
+static int soak_short_lived(struct soak *s, unsigned kind) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(closep) int fd = -EBADF, netns_fd = -EBADF;
+        char name[32];
+        int r;
+
+        (void) snprintf(name, sizeof(name), "%s%u", arg_prefix, s->serial++);
+        r = kind == 0 ? userns_new(&fd) : kind == 1 ? userns_selfmapped_new(&fd) : userns_netns_new(&fd, &netns_fd);
+        if (r < 0) {
+                fprintf(stderr, "Failed to create a user namespace: %s\n", strerror(-r));
+                return r;
+        }
+        if (kind == 0)
+                return soak_allocate(s, name, fd, 1, ALLOCATE_SELF, NULL, false, NULL);
+        if (kind == 1) {
+                r = soak_method(s, NSRES_PATH, NSRES_MANAGER, "RegisterUserNamespace", &m);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "sht", name, fd, UINT64_C(0));
+                return r < 0 ? r : soak_call(s, m, NULL, false, NULL);
+        }
+        r = soak_allocate(s, name, fd, RANGE_SIZE, 0, NULL, false, NULL);
+        if (r <= 0)
+                return r;
+        r = soak_method(s, NSRES_PATH, NSRES_MANAGER, "AddNetworkToUserNamespace", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "hhst", fd, netns_fd, "", UINT64_C(0));
+        return r < 0 ? r : soak_call(s, m, NULL, false, NULL);
+}
+
+/* Reads that must agree with what the client holds. */
+static int soak_check_held(struct soak *s, const struct soak_ns *ns, bool by_uid) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *got;
+        int r;
+
+        if (by_uid) {
+                r = soak_method(s, NSRES_PATH, NSRES_MANAGER, "GetUserNamespaceByUid", &m);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "ut", ns->uid_start, UINT64_C(0));
+        } else {
+                r = soak_method(s, ns->path, "org.freedesktop.DBus.Properties", "Get", &m);
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "ss", USERNS_IFACE, "Name");
+        }
+        if (r >= 0)
+                r = soak_call(s, m, NULL, false, &reply);
+        if (r <= 0)
+                return r;
+        r = by_uid ? sd_bus_message_read(reply, "o", &got) : sd_bus_message_read(reply, "v", "s", &got);
+        if (r < 0)
+                return r;
+        /* The stored name is "<uid>-<name>". */
+        if (by_uid ? strcmp(got, ns->path) != 0
+                   : !(strchr(got, '-') && strcmp(strchr(got, '-') + 1, ns->name) == 0)) {
+                s->wrong_answers++;
+                fprintf(stderr, "%s of '%s' answered '%s'\n", by_uid ? "GetUserNamespaceByUid" : "Name",
+                        ns->name, got);
+        }
+        return 1;
+}
+
+static int soak_simple(struct soak *s, const char *interface, const char *method) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = soak_method(s, NSRES_PATH, interface, method, &m);
+        if (r >= 0 && strcmp(method, "ListUserNamespaces") == 0)
+                r = sd_bus_message_append(m, "t", UINT64_C(0));
+        else if (r >= 0 && strcmp(method, "GetAll") == 0)
+                r = sd_bus_message_append(m, "s", NSRES_MANAGER);
+        return r < 0 ? r : soak_call(s, m, NULL, false, NULL);
+}
+
+static int soak_add_cgroup(struct soak *s, struct soak_ns *ns) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = soak_method(s, NSRES_PATH, NSRES_MANAGER, "AddControlGroupToUserNamespace", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "hht", ns->fd, s->cgroup_fd, ADD_CGROUP_CREATE_CHILD);
+        if (r >= 0)
+                r = soak_call(s, m, NULL, false, NULL);
+        if (r > 0)
+                ns->cgroup_added = true;
+        return r;
+}
+
+/* One step of an ordinary client: k picks what. It keeps up to
+ * SOAK_HELD_MAX namespaces, replacing the oldest. */
+static int soak_mixed_step(struct soak *s, struct soak_ns *held, unsigned k) {
+        struct soak_ns *newest = held[s->newest].fd >= 0 ? &held[s->newest] : NULL;
+        int r;
+
+        switch (k % 16) {
+        case 0:
+        case 4:
+        case 8:
+        case 12: {
+                /* By fd close, or every other time by the exit of a process
+                 * in the namespace. */
+                s->newest = (k / 4) % SOAK_HELD_MAX;
+                soak_ns_release(&held[s->newest]);
+                return soak_hold_new(s, &held[s->newest], k % 8 == 4);
+        }
+        case 1:
+        case 5:
+                return soak_short_lived(s, k % 16 == 1 ? 0 : 1);
+        case 2:
+        case 6:
+        case 10:
+        case 14:
+                return newest ? soak_check_held(s, newest, k % 8 == 2) : 0;
+        case 3:
+                /* On purpose: a name the client holds. */
+                if (newest) {
+                        _cleanup_(closep) int fd = -EBADF;
+
+                        r = userns_new(&fd);
+                        if (r < 0)
+                                return r;
+                        return soak_allocate(s, newest->name, fd, RANGE_SIZE, 0, NSRES_ERROR "NameExists", true, NULL);
+                }
+                return 0;
+        case 7:
+                return soak_simple(s, NSRES_MANAGER, "ListUserNamespaces");
+        case 9:
+                return soak_simple(s, "org.freedesktop.DBus.Properties", "GetAll");
+        case 11:
+                if (s->cgroup_fd >= 0 && newest && !newest->cgroup_added && newest->holder == 0)
+                        return soak_add_cgroup(s, newest);
+                return 0;
+        case 13:
+                /* A veth costs the kernel far more than anything else here. */
+                return k % 64 == 13 ? soak_short_lived(s, 2) : soak_simple(s, NSRES_MANAGER, "ListUserNamespaces");
+        case 15:
+                return k % 64 == 15 ? soak_simple(s, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+                                    : soak_simple(s, "org.freedesktop.DBus.Properties", "GetAll");
+        }
+        return 0;
+}
+
+/* One round of a hoarding client: allocate and hold until the per-owner
+ * limit answers, then let everything go. */
+static int soak_hoard_round(struct soak *s, struct soak_ns *hoard, int64_t deadline) {
+        unsigned n = 0;
+        int r = 0;
+
+        while (n < SOAK_HOARD_MAX && now_nsec() < deadline) {
+                hoard[n] = (struct soak_ns) { .fd = -EBADF };
+                (void) snprintf(hoard[n].name, sizeof(hoard[n].name), "%s%u", arg_prefix, s->serial++);
+                r = userns_new(&hoard[n].fd);
+                if (r < 0)
+                        break;
+                r = soak_allocate(s, hoard[n].name, hoard[n].fd, RANGE_SIZE, 0, NSRES_ERROR "TooManyNamespaces",
+                                  false, &hoard[n]);
+                if (r < 0)
+                        break;
+                if (r == 0) {
+                        /* The limit, or anything else (counted as unexpected). */
+                        hoard[n].fd = safe_close(hoard[n].fd);
+                        break;
+                }
+                n++;
+        }
+        for (unsigned i = 0; i < n; i++)
+                soak_ns_release(&hoard[i]);
+        return r < 0 ? r : 0;
+}
+
+/* Prints a "soak-ready" line once connected, waits for a line on stdin, then
+ * runs for `seconds`: the runner starts many of these at once. */
+static int run_soak(unsigned seconds, const char *role, const char *cgroup) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(closep) int cgroup_fd = -EBADF;
+        _cleanup_(freep) struct soak_ns *held = NULL;
+        _cleanup_(freep) int64_t *samples = NULL;
+        bool hoarding = strcmp(role, "hoard") == 0;
+        struct soak s = { .cgroup_fd = -EBADF };
+        unsigned n_held = hoarding ? SOAK_HOARD_MAX : SOAK_HELD_MAX;
+        int64_t start, deadline, wall;
+        char line[16];
+        int r = 0;
+
+        if (!hoarding && strcmp(role, "mixed") != 0) {
+                fprintf(stderr, "Unknown soak role '%s'\n", role);
+                return -EINVAL;
+        }
+        if (cgroup) {
+                cgroup_fd = open(cgroup, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+                if (cgroup_fd < 0) {
+                        r = -errno;
+                        fprintf(stderr, "Failed to open the cgroup '%s': %s\n", cgroup, strerror(-r));
+                        return r;
+                }
+        }
+        held = calloc(n_held, sizeof(struct soak_ns));
+        if (!held)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n_held; i++)
+                held[i].fd = -EBADF;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+        s.bus = bus;
+        s.cgroup_fd = cgroup_fd;
+
+        printf("{\"mode\":\"soak-ready\"}\n");
+        (void) fflush(stdout);
+        if (!fgets(line, sizeof(line), stdin))
+                return -EPIPE;
+
+        start = now_nsec();
+        deadline = start + (int64_t) seconds * INT64_C(1000000000);
+        for (unsigned k = 0; now_nsec() < deadline; k++) {
+                r = hoarding ? soak_hoard_round(&s, held, deadline) : soak_mixed_step(&s, held, k);
+                if (r < 0)
+                        break;
+        }
+        wall = now_nsec() - start;
+        for (unsigned i = 0; i < n_held; i++)
+                soak_ns_release(&held[i]);
+        samples = s.samples;
+        if (r < 0) {
+                fprintf(stderr, "The soak client failed: %s\n", strerror(-r));
+                return r;
+        }
+
+        printf("{\"mode\":\"soak\",\"role\":\"%s\",\"calls\":%u,\"ok\":%u,\"wrong_answers\":%u,", role, s.calls,
+               s.ok, s.wrong_answers);
+        tally_print("methods", &s.methods);
+        printf(",");
+        tally_print("expected_errors", &s.expected);
+        printf(",");
+        tally_print("unexpected_errors", &s.unexpected);
+        printf(",\"per_sec\":%.1f,\"wall_s\":%.3f,", (double) s.calls / ((double) wall / 1e9), (double) wall / 1e9);
+        print_stats_fields(samples, s.n_samples);
+        printf("}\n");
+        return 0;
+}
+
 /* ---- command line ------------------------------------------------------- */
 
 static void help(void) {
@@ -1060,7 +1547,13 @@ static void help(void) {
                "  scale N S             S timed calls with nothing live, fill up to N live namespaces\n"
                "                        (held), print a \"holding\" line, wait for a line on stdin,\n"
                "                        S timed calls with N live, time ListUserNamespaces and\n"
-               "                        GetManagedObjects\n\n"
+               "                        GetManagedObjects\n"
+               "  soak SECONDS ROLE [CGROUP]\n"
+               "                        One client of a soak: print a \"soak-ready\" line, wait for a line\n"
+               "                        on stdin, then for SECONDS either a mix of every call (ROLE\n"
+               "                        \"mixed\"; with CGROUP, also AddControlGroupToUserNamespace in it)\n"
+               "                        or (\"hoard\") holding namespaces until the per-owner limit\n"
+               "                        answers, over and over; errors counted by name\n\n"
                "     --prefix=P         Namespace names are P0, P1, ... (default '%s')\n"
                "     --samples          Include every sample (sorted, ms) in the output\n\n"
                "One JSON object goes to stdout; the bus is DBUS_SYSTEM_BUS_ADDRESS or the system bus.\n",
@@ -1149,6 +1642,8 @@ int main(int argc, char *argv[]) {
                         return EXIT_FAILURE;
                 r = run_scale(n, c);
         }
+        else if (strcmp(mode, "soak") == 0 && (argc == optind + 3 || argc == optind + 4))
+                r = run_soak(n, argv[optind + 2], argc == optind + 4 ? argv[optind + 3] : NULL);
         else if (strcmp(mode, "newuidmap") == 0 && argc == optind + 4) {
                 if (parse_unsigned(argv[optind + 2], 1, UINT_MAX - 1, &uid) < 0 ||
                     parse_unsigned(argv[optind + 3], 1, UINT_MAX - 1, &gid) < 0)
