@@ -78,9 +78,15 @@
 #define INDEX_DELAY_USEC (20ULL * 1000ULL)
 /* The event fires as free_user_ns() starts; the handle goes stale a moment
  * later, and a parent freed in the same call later still. A namespace that
- * still opens is polled briefly instead of trusting the event. */
-#define RECHECK_USEC (2ULL * 1000ULL)
-#define RECHECK_TRIES 500u
+ * still opens is polled instead of trusting the event: after 2 ms, then
+ * twice as long each time up to once a second, for 30 s. A loaded machine
+ * can keep the rest of free_user_ns() off the CPU for longer than a fixed
+ * burst of polls would last; past the window, the namespace lives (an
+ * ancestor's event while it has other children). */
+#define RECHECK_FIRST_USEC (2ULL * 1000ULL)
+#define RECHECK_MAX_USEC (1ULL * 1000000ULL)
+#define RECHECK_WINDOW_USEC (30ULL * 1000000ULL)
+#define RECHECK_BATCH 64u
 #define RECHECK_ACCURACY_USEC 100u
 /* Polling and the NSS index promise short delays: not sd-event's default 250 ms slack. */
 #define TIMER_ACCURACY_USEC (5ULL * 1000ULL)
@@ -102,8 +108,9 @@ typedef struct Namespace {
         Manager *manager;
         NsEntry e;              /* e.mounts: delegated mounts with unique ids */
         char path[sizeof(USERNS_PATH_PREFIX) + 21];
-        unsigned rechecks;      /* liveness checks left while a suspect */
         uint64_t event_usec;    /* CLOCK_MONOTONIC of its teardown event */
+        uint64_t recheck_usec;  /* while a suspect: its next liveness check */
+        uint64_t recheck_delay; /* ... and the delay before the one after */
         HeldMount *held_mounts; /* never persisted: they end with the service */
         unsigned n_held_mounts;
         unsigned cgroups_reserved;      /* cgroup slots held by requests in flight */

@@ -51,6 +51,10 @@ static uint64_t now_monotonic_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
 }
 
+static uint64_t min_u64(uint64_t a, uint64_t b) {
+        return a < b ? a : b;
+}
+
 static bool entry_is_transient(const NsEntry *e) {
         return e->kind == NS_KIND_TRANSIENT;
 }
@@ -934,16 +938,16 @@ static void manager_sweep(Manager *m, const char *why) {
                         namespace_release(m, list[i], why);
 }
 
-static void recheck_arm(Manager *m) {
-        if (sd_event_source_get_enabled(m->recheck_timer, NULL) > 0)
-                return;
-        (void) sd_event_source_set_time_relative(m->recheck_timer, RECHECK_USEC);
+/* Due at the earliest suspect's next check; `now` when a batch was cut short. */
+static void recheck_arm(Manager *m, uint64_t due) {
+        (void) sd_event_source_set_time(m->recheck_timer, due);
         (void) sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_ONESHOT);
 }
 
 static int on_recheck(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
-        Namespace *list[64];
+        Namespace *list[RECHECK_BATCH];
+        uint64_t now = now_monotonic_usec(), next = UINT64_MAX;
         size_t n = 0, state = 0;
         void *v;
 
@@ -952,8 +956,16 @@ static int on_recheck(sd_event_source *s, uint64_t usec, void *userdata) {
 
         /* Suspects are few (namespaces that died in the last moments);
          * checking a bounded batch per tick keeps the loop responsive. */
-        while (n < ELEMENTSOF(list) && hashmap_iterate(m->suspects, &state, &v))
-                list[n++] = v;
+        while (hashmap_iterate(m->suspects, &state, &v)) {
+                Namespace *ns = v;
+
+                if (ns->recheck_usec > now)
+                        next = min_u64(next, ns->recheck_usec);
+                else if (n < ELEMENTSOF(list))
+                        list[n++] = ns;
+                else
+                        next = now;
+        }
         for (size_t i = 0; i < n; i++) {
                 Namespace *ns = list[i];
 
@@ -961,14 +973,18 @@ static int on_recheck(sd_event_source *s, uint64_t usec, void *userdata) {
                         log_debug("'%s' proven dead %.1f ms after its teardown event", ns->e.name,
                                   (now_monotonic_usec() - ns->event_usec) / 1000.0);
                         namespace_release(m, ns, "namespace destroyed");
-                } else if (--ns->rechecks == 0) {
-                        /* Alive after all: an ancestor event for a parent
-                         * that still has other children. */
+                } else if (now - ns->event_usec >= RECHECK_WINDOW_USEC) {
+                        log_debug("'%s' still lives %.1f s after a teardown event: an ancestor's", ns->e.name,
+                                  (now - ns->event_usec) / 1e6);
                         hashmap_remove_u64(m->suspects, ns->e.id);
+                } else {
+                        ns->recheck_usec = now + ns->recheck_delay;
+                        ns->recheck_delay = min_u64(ns->recheck_delay * 2, RECHECK_MAX_USEC);
+                        next = min_u64(next, ns->recheck_usec);
                 }
         }
-        if (hashmap_size(m->suspects) > 0)
-                recheck_arm(m);
+        if (next != UINT64_MAX)
+                recheck_arm(m, next);
         return 0;
 }
 
@@ -988,11 +1004,21 @@ static void on_teardown_event(uint64_t ns_id, uint64_t inode, void *userdata) {
                 return;
         }
         /* Still opens: look again shortly instead of trusting the event. */
-        ns->rechecks = RECHECK_TRIES;
         ns->event_usec = now_monotonic_usec();
-        if (hashmap_put_u64(m->suspects, ns->e.id, ns) == -ENOMEM)
+        ns->recheck_usec = ns->event_usec + RECHECK_FIRST_USEC;
+        ns->recheck_delay = RECHECK_FIRST_USEC * 2;
+        if (hashmap_put_u64(m->suspects, ns->e.id, ns) == -ENOMEM) {
                 log_warning("Out of memory queueing '%s' for a liveness check; the periodic sweep will find it", ns->e.name);
-        recheck_arm(m);
+                return;
+        }
+        /* An earlier suspect's check may be due sooner. */
+        if (sd_event_source_get_enabled(m->recheck_timer, NULL) > 0) {
+                uint64_t due;
+
+                if (sd_event_source_get_time(m->recheck_timer, &due) >= 0 && due <= ns->recheck_usec)
+                        return;
+        }
+        recheck_arm(m, ns->recheck_usec);
 }
 
 /* Reset before the sweep: a drop counted meanwhile is covered by it. */
@@ -1668,7 +1694,7 @@ int manager_start(Manager *m) {
 
         /* Before the tracker: draining old events may already queue suspects.
          * sd-event's default accuracy (250 ms) would dominate teardown latency. */
-        r = sd_event_add_time_relative(m->event, &m->recheck_timer, CLOCK_MONOTONIC, RECHECK_USEC,
+        r = sd_event_add_time_relative(m->event, &m->recheck_timer, CLOCK_MONOTONIC, RECHECK_FIRST_USEC,
                                        RECHECK_ACCURACY_USEC, on_recheck, m);
         if (r >= 0)
                 r = sd_event_source_set_enabled(m->recheck_timer, SD_EVENT_OFF);
