@@ -359,8 +359,9 @@ def _unshare_user():
         raise OSError(e, f'unshare(CLONE_NEWUSER): {os.strerror(e)}')
 
 
-def _map_self(inside):
-    uid, gid = os.geteuid(), os.getegid()
+def _map_self(inside, uid, gid):
+    """Map `inside` to uid/gid: the ids before the unshare, since inside
+    an unmapped namespace every id reads as the overflow id."""
     with open('/proc/self/setgroups', 'w') as f:
         f.write('deny')
     with open('/proc/self/uid_map', 'w') as f:
@@ -450,11 +451,13 @@ def make_userns(user=None, *, map_self=False, inside=0, nested=False, hold_proce
             if user is not None:
                 drop_privileges(user)
             if nested:
+                uid, gid = os.geteuid(), os.getegid()
                 _unshare_user()
-                _map_self(0)
+                _map_self(0, uid, gid)
+            uid, gid = os.geteuid(), os.getegid()
             _unshare_user()
             if map_self:
-                _map_self(inside)
+                _map_self(inside, uid, gid)
             _write_all(ready_w, b'ok')
             os.read(go_r, 1)
         except BaseException as e:  # noqa: B902 - report anything to the parent

@@ -184,6 +184,16 @@ def test_register_accepts_a_self_mapped_namespace(daemon, userns, root):
     assert root.manager_property('FreeRanges') == free
 
 
+def test_register_a_namespace_another_user_mapped_to_itself(daemon, userns, root):
+    ns = userns(DAEMON_USER, map_self=True, inside=0)
+    pw = h.passwd(DAEMON_USER)
+    assert ns.uid_map() == [(0, pw.pw_uid, 1)]
+    assert ns.gid_map() == [(0, pw.pw_gid, 1)]
+    r = register_as(DAEMON_USER, 'mine', ns)
+    props = root.namespace_properties(r.path)
+    assert (props['Owner'], props['Kind'], props['Target']) == (pw.pw_uid, 'registered', 0)
+
+
 def test_list_shows_every_kind(daemon, userns, root):
     t_ns, s_ns, r_ns = userns(NOBODY), userns(NOBODY), userns(NOBODY, map_self=True)
     t = allocate_as(NOBODY, 't', t_ns, target=5)
